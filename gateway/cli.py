@@ -1,0 +1,110 @@
+"""The ``ledger`` command line: serve, migrate, seed, token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+import jwt
+
+from gateway.settings import Settings, SettingsError, load_settings
+from gateway.wiring import Database, build_ledger, prepare_database, utc_now
+
+ROLES = ("user", "admin", "service")
+MAX_TOKEN_TTL_SECONDS = 366 * 86_400
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced credit ledger for AI products.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+
+    commands.add_parser("migrate", help="apply the SQL migrations")
+    commands.add_parser("seed", help="create the default billing configuration and packages")
+
+    token = commands.add_parser("token", help="mint a JWT for development and tests")
+    token.add_argument("--role", choices=ROLES, required=True)
+    token.add_argument("--sub", required=True, help="the user or service id (1 to 128 characters)")
+    token.add_argument("--ttl-seconds", type=int, default=3600)
+
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"ledger: configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    if args.command == "token":
+        return _token(settings, args.role, args.sub, args.ttl_seconds)
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port, args.workers)
+    database = Database(settings)
+    try:
+        if args.command == "migrate":
+            from migrations import apply_migrations  # noqa: PLC0415
+
+            applied = apply_migrations(database.url)
+            print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+        elif args.command == "seed":
+            ledger = build_ledger(settings, database.url)
+            try:
+                print("seeded" if ledger.seed(now=utc_now()) else "already seeded")
+            finally:
+                ledger.close()
+    finally:
+        database.stop()
+    return 0
+
+
+def mint_token(secret: str, *, role: str, sub: str, ttl_seconds: int) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256")
+
+
+def _token(settings: Settings, role: str, sub: str, ttl_seconds: int) -> int:
+    if not 1 <= len(sub) <= 128:  # noqa: PLR2004
+        print("ledger: --sub must be 1 to 128 characters", file=sys.stderr)
+        return 2
+    if not 1 <= ttl_seconds <= MAX_TOKEN_TTL_SECONDS:
+        print(f"ledger: --ttl-seconds must be from 1 to {MAX_TOKEN_TTL_SECONDS}", file=sys.stderr)
+        return 2
+    print(mint_token(settings.jwt_secret, role=role, sub=sub, ttl_seconds=ttl_seconds))
+    return 0
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from gateway.app import create_app  # noqa: PLC0415
+
+    database = Database(settings)
+    try:
+        applied = prepare_database(settings, database.url)
+        if database.embedded is not None:
+            print(f"ledger: embedded PostgreSQL, data in {database.embedded.pgdata}", flush=True)
+            print(f"ledger: development JWT secret in {settings.data_dir / 'dev-jwt-secret'}", flush=True)
+        if applied:
+            print(f"ledger: applied migrations {', '.join(applied)}", flush=True)
+        ledger = build_ledger(settings, database.url)
+        app = create_app(settings, ledger, database.url)
+        print(f"ledger: serving on http://{host}:{port} (Ctrl-C stops)", flush=True)
+        if workers != 1:
+            print("ledger: --workers above 1 is not available yet; serving with one worker", file=sys.stderr)
+        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+        ledger.close()
+    finally:
+        database.stop()
+    print("ledger: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The service's settings, read once from the environment at start, failing fast with a clear message.
+
+No secret has a default. The one exception is the embedded development mode (no database configured):
+there a random JWT secret is created once and kept beside the embedded database's data, so tokens
+minted with ``ledger token`` keep working across restarts on that machine.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None
+    data_dir: Path
+    redis_url: str | None
+    jwt_secret: str
+    public_url: str
+    db_pool_size: int
+    db_max_overflow: int
+    db_connect_timeout_seconds: int
+    db_lock_timeout_seconds: int
+    cache_maxsize: int
+    ready_max_lag_seconds: int
+    log_level: str
+    stripe_secret_key: str | None
+    stripe_webhook_secret: str | None
+    stripe_api_base: str | None
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database is configured: the service runs its own PostgreSQL."""
+        return self.database_url is None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = env.get(name) or None
+    if value is not None and not value.startswith(tuple(f"{scheme}://" for scheme in schemes)):
+        raise SettingsError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    database_url = _url(env, "LEDGER_DATABASE_URL", ("postgresql", "postgres"))
+    data_dir = Path(env.get("LEDGER_DATA_DIR") or ".ledger").resolve()
+    jwt_secret = env.get("LEDGER_JWT_SECRET") or None
+    if jwt_secret is None:
+        if database_url is not None:
+            raise SettingsError("LEDGER_JWT_SECRET is required when LEDGER_DATABASE_URL is set")
+        jwt_secret = _development_secret(data_dir)
+    if len(jwt_secret) < 32:  # noqa: PLR2004 - HS256 wants a key at least as long as its hash.
+        raise SettingsError("LEDGER_JWT_SECRET must be at least 32 characters")
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        redis_url=_url(env, "LEDGER_REDIS_URL", ("redis", "rediss", "unix")),
+        jwt_secret=jwt_secret,
+        public_url=(env.get("LEDGER_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        db_pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 4, 1, 200),
+        db_max_overflow=_int(env, "LEDGER_DB_MAX_OVERFLOW", 4, 0, 200),
+        db_connect_timeout_seconds=_int(env, "LEDGER_DB_CONNECT_TIMEOUT_SECONDS", 2, 1, 60),
+        db_lock_timeout_seconds=_int(env, "LEDGER_DB_LOCK_TIMEOUT_SECONDS", 5, 1, 60),
+        cache_maxsize=_int(env, "LEDGER_CACHE_MAXSIZE", 10_000, 1, 10_000_000),
+        ready_max_lag_seconds=_int(env, "LEDGER_READY_MAX_LAG_SECONDS", 30, 1, 86_400),
+        log_level=(env.get("LEDGER_LOG_LEVEL") or "INFO").upper(),
+        stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
+        stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+        stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
+    )
+
+
+def _development_secret(data_dir: Path) -> str:
+    path = data_dir / "dev-jwt-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,577 @@
+"""The credit account: one event stream per user, and every rule about its balance.
+
+Rules live in the public methods, which raise a ``LedgerError`` before any event exists. Each event's
+``apply`` only assigns, so replaying history never runs a rule: rules change, history does not.
+Time arrives with each command (``now``) and is stored as the event's timestamp; the aggregate never
+reads the clock, so a replay rebuilds exactly the same state.
+
+State is kept in JSON-native types (ints, strings, lists, string-keyed dicts) so that a snapshot
+round-trips through the mapper without custom codecs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.domain import Aggregate
+
+from ledger.amounts import MAX_AMOUNT, cost_millicredits, is_amount
+from ledger.errors import (
+    InsufficientCreditsError,
+    InvalidCommandError,
+    NotFoundError,
+    QuotaExceededError,
+    QuotaWindow,
+    RemovalExceedsAvailableError,
+    ReservationNotOpenError,
+)
+from ledger.ids import account_id
+
+if TYPE_CHECKING:
+    from ledger.config import BillingSettings
+
+US_PER_SECOND = 1_000_000
+MINUTE_US = 60 * US_PER_SECOND
+HOUR_US = 60 * MINUTE_US
+# The hourly quota counts the current clock minute and the 59 before it; the daily quota counts the
+# current clock hour and the 23 before it. Buckets keep the state small and bounded whatever the traffic.
+HOUR_WINDOW_MINUTES = 60
+DAY_WINDOW_HOURS = 24
+# A closed reservation is remembered this long, so a late settle or release gets 409 rather than 404.
+CLOSED_RESERVATION_MEMORY_US = 30 * 24 * HOUR_US
+MAX_TTL_SECONDS = 86_400
+
+# Hold record layout: [held_millicredits, expires_at_us, estimated_tokens].
+HELD, EXPIRES_AT, ESTIMATED = 0, 1, 2
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exact (no float)."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _check_tokens(field: str, value: object, *, allow_zero: bool = False) -> int:
+    if not is_amount(value, allow_zero=allow_zero):
+        floor = 0 if allow_zero else 1
+        raise InvalidCommandError(field, f"must be an integer from {floor} to {MAX_AMOUNT}")
+    assert isinstance(value, int)
+    return value
+
+
+def _check_text(field: str, value: str | None, *, max_length: int, required: bool = False) -> None:
+    if value is None:
+        if required:
+            raise InvalidCommandError(field, "is required")
+        return
+    if not 1 <= len(value) <= max_length:
+        raise InvalidCommandError(field, f"must be 1 to {max_length} characters")
+
+
+class CreditAccount(Aggregate):
+    TOPIC = "ledger.CreditAccount"
+
+    class Opened(Aggregate.Created):
+        TOPIC = "ledger.CreditAccount.Opened"
+        user_id: str
+
+    class Created(Aggregate.Created):
+        """Required by the library once a class has explicit topics; this aggregate never triggers it."""
+
+        TOPIC = "ledger.CreditAccount.Created"
+
+    # Declared so that type checkers know the state; assigned in __init__ and the events' apply.
+    user_id: str
+    initialized: bool
+    balance_millicredits: int
+    holds: dict[str, list[int]]
+    closed_reservations: dict[str, list[Any]]
+    minute_usage: list[list[int]]
+    hour_usage: list[list[int]]
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.initialized = False
+        self.balance_millicredits = 0
+        self.holds = {}
+        self.closed_reservations = {}
+        self.minute_usage = []
+        self.hour_usage = []
+
+    @classmethod
+    def open(cls, user_id: str, now: datetime) -> CreditAccount:
+        _check_text("user_id", user_id, max_length=128, required=True)
+        account: CreditAccount = cls._create(cls.Opened, id=account_id(user_id), user_id=user_id, timestamp=now)
+        return account
+
+    # Reading the state.
+
+    def reserved_millicredits(self, now: datetime) -> int:
+        """Credits held by open reservations; a hold past its expiry no longer counts, swept or not."""
+        now_us = to_us(now)
+        return sum(hold[HELD] for hold in self.holds.values() if hold[EXPIRES_AT] > now_us)
+
+    def available_millicredits(self, now: datetime) -> int:
+        return self.balance_millicredits - self.reserved_millicredits(now)
+
+    def tokens_used(self, now: datetime) -> tuple[int, int]:
+        """Tokens counted against the quotas in the rolling hour and the rolling day."""
+        minute, hour = to_us(now) // MINUTE_US, to_us(now) // HOUR_US
+        in_hour = sum(t for m, t in self.minute_usage if m > minute - HOUR_WINDOW_MINUTES)
+        in_day = sum(t for h, t in self.hour_usage if h > hour - DAY_WINDOW_HOURS)
+        return in_hour, in_day
+
+    # Commands.
+
+    def initialize(self, welcome_millicredits: int, now: datetime) -> bool:
+        """Mark the account as set up, granting the welcome credits once. False if it already was."""
+        if self.initialized:
+            return False
+        if welcome_millicredits:
+            self.grant(
+                grant_id=f"welcome:{self.user_id}",
+                amount_millicredits=welcome_millicredits,
+                source="welcome",
+                reference=None,
+                description="Welcome credits",
+                granted_by=None,
+                now=now,
+            )
+        self.trigger_event(self.Initialized, timestamp=now, welcome_millicredits=welcome_millicredits)
+        return True
+
+    def grant(
+        self,
+        *,
+        grant_id: str,
+        amount_millicredits: int,
+        source: str,
+        reference: str | None,
+        description: str | None,
+        granted_by: str | None,
+        now: datetime,
+    ) -> None:
+        if not is_amount(amount_millicredits):
+            raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
+        if source not in {"purchase", "welcome", "promotional", "admin"}:
+            raise InvalidCommandError("source", "must be purchase, welcome, promotional or admin")
+        _check_text("reference", reference, max_length=255)
+        _check_text("description", description, max_length=500)
+        if self.balance_millicredits + amount_millicredits > MAX_AMOUNT:
+            raise InvalidCommandError("amount_millicredits", f"the balance would pass {MAX_AMOUNT}")
+        self._expire_due_holds(now)
+        self.trigger_event(
+            self.CreditsGranted,
+            timestamp=now,
+            grant_id=grant_id,
+            amount_millicredits=amount_millicredits,
+            source=source,
+            reference=reference,
+            description=description,
+            granted_by=granted_by,
+        )
+
+    def debit(
+        self,
+        *,
+        debit_id: str,
+        tokens: int,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        model: str | None,
+        agent_id: str | None,
+        analysis_id: str | None,
+        occurred_at: datetime | None,
+        settings: BillingSettings,
+        now: datetime,
+    ) -> int:
+        """Debit the cost of usage that has happened. Returns the amount debited."""
+        _check_tokens("tokens", tokens)
+        _check_usage_split(tokens, input_tokens, output_tokens)
+        _check_labels(model=model, agent_id=agent_id, analysis_id=analysis_id)
+        cost = cost_millicredits(tokens, settings.tokens_per_credit)
+        self._expire_due_holds(now)
+        self._require_available(cost, now)
+        self._require_quota(tokens, settings, now)
+        self.trigger_event(
+            self.CreditsDebited,
+            timestamp=now,
+            debit_id=debit_id,
+            tokens=tokens,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            amount_millicredits=cost,
+            tokens_per_credit=settings.tokens_per_credit,
+            model=model,
+            agent_id=agent_id,
+            analysis_id=analysis_id,
+            occurred_at=occurred_at or now,
+        )
+        return cost
+
+    def reserve(
+        self,
+        *,
+        reservation_id: str,
+        estimated_tokens: int,
+        ttl_seconds: int,
+        analysis_id: str | None,
+        settings: BillingSettings,
+        now: datetime,
+    ) -> tuple[int, datetime]:
+        """Hold the estimated cost. Returns the amount held and when the hold expires.
+
+        The account needs at least the larger of the estimate's cost and the minimum balance for an
+        analysis. The estimate must also fit in the remaining token quota, but it is not counted against
+        the quota: only the settled usage is, so a hold never uses up quota it does not consume.
+        """
+        _check_tokens("estimated_tokens", estimated_tokens)
+        if type(ttl_seconds) is not int or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+            raise InvalidCommandError("ttl_seconds", f"must be an integer from 1 to {MAX_TTL_SECONDS}")
+        _check_labels(model=None, agent_id=None, analysis_id=analysis_id)
+        if reservation_id in self.holds or reservation_id in self.closed_reservations:
+            raise InvalidCommandError("reservation_id", "already exists")
+        cost = cost_millicredits(estimated_tokens, settings.tokens_per_credit)
+        self._expire_due_holds(now)
+        self._require_available(max(cost, settings.min_balance_for_analysis_millicredits), now)
+        self._require_quota(estimated_tokens, settings, now)
+        expires_at_us = to_us(now) + ttl_seconds * US_PER_SECOND
+        self.trigger_event(
+            self.CreditsReserved,
+            timestamp=now,
+            reservation_id=reservation_id,
+            amount_millicredits=cost,
+            estimated_tokens=estimated_tokens,
+            expires_at_us=expires_at_us,
+            tokens_per_credit=settings.tokens_per_credit,
+            analysis_id=analysis_id,
+        )
+        return cost, from_us(expires_at_us)
+
+    def settle(
+        self,
+        *,
+        reservation_id: str,
+        tokens: int,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        model: str | None,
+        settings: BillingSettings,
+        now: datetime,
+    ) -> tuple[int, int]:
+        """Debit the actual usage of a reservation, even past its hold: the work has happened.
+
+        Returns the amounts debited and released. The balance may go below zero; the account then takes
+        no new debit or reservation until it is positive again. Quotas never refuse a settlement, but
+        its tokens count against them.
+        """
+        _check_tokens("tokens", tokens, allow_zero=True)
+        _check_usage_split(tokens, input_tokens, output_tokens)
+        _check_labels(model=model, agent_id=None, analysis_id=None)
+        self._expire_due_holds(now)
+        hold = self._open_hold(reservation_id)
+        cost = cost_millicredits(tokens, settings.tokens_per_credit)
+        if self.balance_millicredits - cost < -MAX_AMOUNT:
+            raise InvalidCommandError("tokens", "the balance would pass its lower bound")
+        released = max(hold[HELD] - cost, 0)
+        self.trigger_event(
+            self.ReservationSettled,
+            timestamp=now,
+            reservation_id=reservation_id,
+            tokens=tokens,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            amount_millicredits=cost,
+            released_millicredits=released,
+            tokens_per_credit=settings.tokens_per_credit,
+            model=model,
+        )
+        return cost, released
+
+    def release(self, *, reservation_id: str, now: datetime) -> int:
+        """Give back a reservation's whole hold. Returns the amount released."""
+        self._expire_due_holds(now)
+        hold = self._open_hold(reservation_id)
+        self.trigger_event(
+            self.ReservationReleased,
+            timestamp=now,
+            reservation_id=reservation_id,
+            released_millicredits=hold[HELD],
+        )
+        return hold[HELD]
+
+    def expire_holds(self, now: datetime) -> int:
+        """Record the expiry of every hold past its time. Returns how many expired."""
+        return self._expire_due_holds(now)
+
+    def remove(self, *, adjustment_id: str, amount_millicredits: int, reason: str, removed_by: str,
+               now: datetime) -> None:
+        """An admin's removal: it may not take more than the available balance."""
+        if not is_amount(amount_millicredits):
+            raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
+        _check_text("reason", reason, max_length=500, required=True)
+        self._expire_due_holds(now)
+        available = self.available_millicredits(now)
+        if amount_millicredits > available:
+            raise RemovalExceedsAvailableError(
+                available_millicredits=available, required_millicredits=amount_millicredits
+            )
+        self.trigger_event(
+            self.CreditsRemoved,
+            timestamp=now,
+            adjustment_id=adjustment_id,
+            amount_millicredits=amount_millicredits,
+            reason=reason,
+            removed_by=removed_by,
+        )
+
+    def revoke(self, *, revocation_id: str, amount_millicredits: int, reason: str, reference: str,
+               now: datetime) -> None:
+        """Claw back credits a refund or dispute took away. The balance may go below zero."""
+        if not is_amount(amount_millicredits):
+            raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
+        if reason not in {"refund", "dispute"}:
+            raise InvalidCommandError("reason", "must be refund or dispute")
+        _check_text("reference", reference, max_length=255, required=True)
+        if self.balance_millicredits - amount_millicredits < -MAX_AMOUNT:
+            raise InvalidCommandError("amount_millicredits", "the balance would pass its lower bound")
+        self._expire_due_holds(now)
+        self.trigger_event(
+            self.CreditsRevoked,
+            timestamp=now,
+            revocation_id=revocation_id,
+            amount_millicredits=amount_millicredits,
+            reason=reason,
+            reference=reference,
+        )
+
+    # Rules shared by the commands.
+
+    def _require_available(self, required: int, now: datetime) -> None:
+        available = self.available_millicredits(now)
+        if self.balance_millicredits <= 0 or available < required:
+            raise InsufficientCreditsError(available_millicredits=available, required_millicredits=required)
+
+    def _require_quota(self, tokens: int, settings: BillingSettings, now: datetime) -> None:
+        now_us = to_us(now)
+        minute, hour = now_us // MINUTE_US, now_us // HOUR_US
+        in_hour, in_day = self.tokens_used(now)
+        if in_hour + tokens > settings.hourly_token_limit:
+            raise _quota_error(
+                "hour", settings.hourly_token_limit, in_hour, tokens, self.minute_usage,
+                first_bucket=minute - HOUR_WINDOW_MINUTES + 1, bucket_us=MINUTE_US,
+                window_buckets=HOUR_WINDOW_MINUTES, now_us=now_us,
+            )
+        if in_day + tokens > settings.daily_token_limit:
+            raise _quota_error(
+                "day", settings.daily_token_limit, in_day, tokens, self.hour_usage,
+                first_bucket=hour - DAY_WINDOW_HOURS + 1, bucket_us=HOUR_US,
+                window_buckets=DAY_WINDOW_HOURS, now_us=now_us,
+            )
+
+    def _open_hold(self, reservation_id: str) -> list[int]:
+        hold = self.holds.get(reservation_id)
+        if hold is not None:
+            return hold
+        closed = self.closed_reservations.get(reservation_id)
+        if closed is not None:
+            raise ReservationNotOpenError(reservation_id, str(closed[0]))
+        raise NotFoundError("reservation", reservation_id)
+
+    def _expire_due_holds(self, now: datetime) -> int:
+        now_us = to_us(now)
+        due = [rid for rid, hold in self.holds.items() if hold[EXPIRES_AT] <= now_us]
+        for rid in due:
+            self.trigger_event(
+                self.ReservationExpired,
+                timestamp=now,
+                reservation_id=rid,
+                released_millicredits=self.holds[rid][HELD],
+            )
+        return len(due)
+
+    # Events: each apply only assigns.
+
+    class Initialized(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.Initialized"
+        welcome_millicredits: int
+
+        def apply(self, account: CreditAccount) -> None:
+            account.initialized = True
+
+    class CreditsGranted(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.CreditsGranted"
+        grant_id: str
+        amount_millicredits: int
+        source: str
+        reference: str | None
+        description: str | None
+        granted_by: str | None
+
+        def apply(self, account: CreditAccount) -> None:
+            account.balance_millicredits += self.amount_millicredits
+
+    class CreditsDebited(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.CreditsDebited"
+        debit_id: str
+        tokens: int
+        input_tokens: int | None
+        output_tokens: int | None
+        amount_millicredits: int
+        tokens_per_credit: int
+        model: str | None
+        agent_id: str | None
+        analysis_id: str | None
+        occurred_at: datetime
+
+        def apply(self, account: CreditAccount) -> None:
+            account.balance_millicredits -= self.amount_millicredits
+            _count_usage(account, self.tokens, to_us(self.timestamp))
+
+    class CreditsReserved(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.CreditsReserved"
+        reservation_id: str
+        amount_millicredits: int
+        estimated_tokens: int
+        expires_at_us: int
+        tokens_per_credit: int
+        analysis_id: str | None
+
+        def apply(self, account: CreditAccount) -> None:
+            account.holds[self.reservation_id] = [
+                self.amount_millicredits, self.expires_at_us, self.estimated_tokens
+            ]
+
+    class ReservationSettled(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.ReservationSettled"
+        reservation_id: str
+        tokens: int
+        input_tokens: int | None
+        output_tokens: int | None
+        amount_millicredits: int
+        released_millicredits: int
+        tokens_per_credit: int
+        model: str | None
+
+        def apply(self, account: CreditAccount) -> None:
+            account.balance_millicredits -= self.amount_millicredits
+            _close_hold(account, self.reservation_id, "settled", to_us(self.timestamp))
+            _count_usage(account, self.tokens, to_us(self.timestamp))
+
+    class ReservationReleased(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.ReservationReleased"
+        reservation_id: str
+        released_millicredits: int
+
+        def apply(self, account: CreditAccount) -> None:
+            _close_hold(account, self.reservation_id, "released", to_us(self.timestamp))
+
+    class ReservationExpired(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.ReservationExpired"
+        reservation_id: str
+        released_millicredits: int
+
+        def apply(self, account: CreditAccount) -> None:
+            _close_hold(account, self.reservation_id, "expired", to_us(self.timestamp))
+
+    class CreditsRemoved(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.CreditsRemoved"
+        adjustment_id: str
+        amount_millicredits: int
+        reason: str
+        removed_by: str
+
+        def apply(self, account: CreditAccount) -> None:
+            account.balance_millicredits -= self.amount_millicredits
+
+    class CreditsRevoked(Aggregate.Event):
+        TOPIC = "ledger.CreditAccount.CreditsRevoked"
+        revocation_id: str
+        amount_millicredits: int
+        reason: str
+        reference: str
+
+        def apply(self, account: CreditAccount) -> None:
+            account.balance_millicredits -= self.amount_millicredits
+
+
+def from_us(moment_us: int) -> datetime:
+    seconds, micros = divmod(moment_us, US_PER_SECOND)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+
+
+def _check_usage_split(tokens: int, input_tokens: int | None, output_tokens: int | None) -> None:
+    if input_tokens is None and output_tokens is None:
+        return
+    if input_tokens is None or output_tokens is None:
+        raise InvalidCommandError("input_tokens", "input_tokens and output_tokens go together")
+    _check_tokens("input_tokens", input_tokens, allow_zero=True)
+    _check_tokens("output_tokens", output_tokens, allow_zero=True)
+    if input_tokens + output_tokens != tokens:
+        raise InvalidCommandError("tokens", "must equal input_tokens + output_tokens")
+
+
+def _check_labels(*, model: str | None, agent_id: str | None, analysis_id: str | None) -> None:
+    _check_text("model", model, max_length=128)
+    _check_text("agent_id", agent_id, max_length=128)
+    _check_text("analysis_id", analysis_id, max_length=128)
+
+
+def _quota_error(
+    window: QuotaWindow,
+    limit: int,
+    used: int,
+    tokens: int,
+    buckets: list[list[int]],
+    *,
+    first_bucket: int,
+    bucket_us: int,
+    window_buckets: int,
+    now_us: int,
+) -> QuotaExceededError:
+    """Build the refusal, with how long until enough usage leaves the window for this request to fit."""
+    excess = used + tokens - limit
+    retry_after_us = window_buckets * bucket_us  # A request larger than the whole quota never fits.
+    if tokens <= limit:
+        freed = 0
+        for bucket, bucket_tokens in buckets:
+            if bucket < first_bucket:
+                continue
+            freed += bucket_tokens
+            if freed >= excess:
+                retry_after_us = (bucket + window_buckets) * bucket_us - now_us
+                break
+    retry_after_seconds = max(1, -(-retry_after_us // US_PER_SECOND))
+    return QuotaExceededError(
+        window=window, limit_tokens=limit, used_tokens=used, retry_after_seconds=retry_after_seconds
+    )
+
+
+def _count_usage(account: CreditAccount, tokens: int, at_us: int) -> None:
+    """Add tokens to the quota buckets, dropping buckets that left their window (deterministic)."""
+    for buckets, bucket, window in (
+        (account.minute_usage, at_us // MINUTE_US, HOUR_WINDOW_MINUTES),
+        (account.hour_usage, at_us // HOUR_US, DAY_WINDOW_HOURS),
+    ):
+        while buckets and buckets[0][0] <= bucket - window:
+            buckets.pop(0)
+        # Clocks of different processes may disagree a little: a late event joins the newest bucket.
+        if buckets and buckets[-1][0] >= bucket:
+            buckets[-1][1] += tokens
+        else:
+            buckets.append([bucket, tokens])
+
+
+def _close_hold(account: CreditAccount, reservation_id: str, status: str, at_us: int) -> None:
+    del account.holds[reservation_id]
+    closed = account.closed_reservations
+    while closed:
+        oldest = next(iter(closed))
+        if closed[oldest][1] > at_us - CLOSED_RESERVATION_MEMORY_US:
+            break
+        del closed[oldest]
+    closed[reservation_id] = [status, at_us]

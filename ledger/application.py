@@ -1,0 +1,529 @@
+"""The ledger application: one method per use case, each returning a receipt.
+
+Every account command follows the same path: load the account (from the aggregate cache, fast-forwarded
+from the database), decide in memory (the aggregate's rules, no I/O), then save the account's new events
+and the request's idempotency marker in one transaction. The deciding step is a plain function of the
+account and the settings so that a later writer can apply many commands before one save.
+
+Conflicts are resolved by the database. An ``IntegrityError`` on save means either the marker exists (a
+duplicate request: replay its receipt, or refuse a different body) or another process changed the account
+first (reload and decide again). Within one process, commands on the same account take a lock first, so
+they do not conflict with each other at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import UUID, uuid4
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from ledger.account import CreditAccount
+from ledger.commands import (
+    AdjustCredits,
+    Command,
+    DebitUsage,
+    GrantCredits,
+    IdempotencyKey,
+    InitializeAccount,
+    ReleaseReservation,
+    ReserveCredits,
+    RevokeCredits,
+    SettleReservation,
+)
+from ledger.config import DEFAULT_PACKAGES, BillingConfig, BillingSettings, Package, PackageCatalogue
+from ledger.errors import ConcurrencyError, IdempotencyConflictError, InvalidCommandError, LedgerError
+from ledger.idempotency import IdempotencyRecord
+from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID, account_id, derived_id, request_id
+from ledger.receipts import (
+    AdjustmentReceipt,
+    Balance,
+    DebitReceipt,
+    GrantReceipt,
+    InitializeReceipt,
+    Receipt,
+    ReleaseReceipt,
+    ReservationReceipt,
+    RevocationReceipt,
+    SettlementReceipt,
+)
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Receipt)
+Decision = Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]]
+
+# Another process changing the same account is rare; a few quick retries resolve it.
+MAX_ATTEMPTS = 25
+# Settings are read from their own aggregate at most this often; a change made here applies at once.
+SETTINGS_MAX_AGE_SECONDS = 1.0
+LOCK_STRIPES = 1024
+
+
+class Ledger(Application):  # type: ignore[type-arg]
+    name = "Ledger"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {CreditAccount: 200}
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._account_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._settings: BillingSettings | None = None
+        self._settings_read_at = 0.0
+        self._settings_lock = threading.Lock()
+
+    # Account use cases.
+
+    def initialize_account(self, command: InitializeAccount, *, now: datetime) -> InitializeReceipt:
+        """Set an account up, granting the welcome credits exactly once; repeat calls change nothing."""
+
+        def decide(account: CreditAccount, settings: BillingSettings, _: UUID | None) -> Callable[[int], Any]:
+            created = account.initialize(settings.welcome_millicredits, now)
+            welcome = settings.welcome_millicredits if created else 0
+            return lambda position: InitializeReceipt(
+                position=position,
+                user_id=account.user_id,
+                created=created,
+                welcome_millicredits=welcome,
+                balance_after_millicredits=account.balance_millicredits,
+            )
+
+        return self._run(command, "initialize", None, now, decide)
+
+    def grant_credits(
+        self, command: GrantCredits, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> GrantReceipt:
+        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+            grant_id = str(derived_id(marker, "grant") if marker else uuid4())
+            account.grant(
+                grant_id=grant_id,
+                amount_millicredits=command.amount_millicredits,
+                source=command.source,
+                reference=command.reference,
+                description=command.description,
+                granted_by=command.granted_by,
+                now=now,
+            )
+            return lambda position: GrantReceipt(
+                position=position,
+                grant_id=grant_id,
+                user_id=account.user_id,
+                amount_millicredits=command.amount_millicredits,
+                balance_after_millicredits=account.balance_millicredits,
+                available_after_millicredits=account.available_millicredits(now),
+            )
+
+        return self._run(command, "grant", idempotency, now, decide)
+
+    def debit_usage(
+        self, command: DebitUsage, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> DebitReceipt:
+        def decide(account: CreditAccount, settings: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+            debit_id = str(derived_id(marker, "debit") if marker else uuid4())
+            cost = account.debit(
+                debit_id=debit_id,
+                tokens=command.tokens,
+                input_tokens=command.input_tokens,
+                output_tokens=command.output_tokens,
+                model=command.model,
+                agent_id=command.agent_id,
+                analysis_id=command.analysis_id,
+                occurred_at=command.occurred_at,
+                settings=settings,
+                now=now,
+            )
+            return lambda position: DebitReceipt(
+                position=position,
+                debit_id=debit_id,
+                user_id=account.user_id,
+                tokens=command.tokens,
+                amount_millicredits=cost,
+                balance_after_millicredits=account.balance_millicredits,
+                available_after_millicredits=account.available_millicredits(now),
+            )
+
+        return self._run(command, "debit", idempotency, now, decide)
+
+    def reserve_credits(
+        self, command: ReserveCredits, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> ReservationReceipt:
+        def decide(account: CreditAccount, settings: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+            reservation_id = str(derived_id(marker, "reservation") if marker else uuid4())
+            held, expires_at = account.reserve(
+                reservation_id=reservation_id,
+                estimated_tokens=command.estimated_tokens,
+                ttl_seconds=command.ttl_seconds,
+                analysis_id=command.analysis_id,
+                settings=settings,
+                now=now,
+            )
+            return lambda position: ReservationReceipt(
+                position=position,
+                reservation_id=reservation_id,
+                user_id=account.user_id,
+                held_millicredits=held,
+                expires_at=expires_at,
+                available_after_millicredits=account.available_millicredits(now),
+            )
+
+        return self._run(command, "reserve", idempotency, now, decide)
+
+    def settle_reservation(
+        self, command: SettleReservation, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> SettlementReceipt:
+        def decide(account: CreditAccount, settings: BillingSettings, _: UUID | None) -> Callable[[int], Any]:
+            debited, released = account.settle(
+                reservation_id=command.reservation_id,
+                tokens=command.tokens,
+                input_tokens=command.input_tokens,
+                output_tokens=command.output_tokens,
+                model=command.model,
+                settings=settings,
+                now=now,
+            )
+            return lambda position: SettlementReceipt(
+                position=position,
+                reservation_id=command.reservation_id,
+                user_id=account.user_id,
+                tokens=command.tokens,
+                debited_millicredits=debited,
+                released_millicredits=released,
+                balance_after_millicredits=account.balance_millicredits,
+                available_after_millicredits=account.available_millicredits(now),
+            )
+
+        return self._run(command, "settle", idempotency, now, decide)
+
+    def release_reservation(
+        self, command: ReleaseReservation, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> ReleaseReceipt:
+        def decide(account: CreditAccount, _: BillingSettings, __: UUID | None) -> Callable[[int], Any]:
+            released = account.release(reservation_id=command.reservation_id, now=now)
+            return lambda position: ReleaseReceipt(
+                position=position,
+                reservation_id=command.reservation_id,
+                user_id=account.user_id,
+                released_millicredits=released,
+                balance_after_millicredits=account.balance_millicredits,
+                available_after_millicredits=account.available_millicredits(now),
+            )
+
+        return self._run(command, "release", idempotency, now, decide)
+
+    def adjust_credits(
+        self, command: AdjustCredits, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> AdjustmentReceipt:
+        """An admin's correction: grants a positive amount, removes a negative one (never past available)."""
+
+        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+            adjustment_id = str(derived_id(marker, "adjustment") if marker else uuid4())
+            amount = command.amount_millicredits
+            if type(amount) is not int or amount == 0:
+                raise InvalidCommandError("amount_millicredits", "must be a non-zero integer")
+            if amount > 0:
+                account.grant(
+                    grant_id=adjustment_id,
+                    amount_millicredits=amount,
+                    source="admin",
+                    reference=None,
+                    description=command.reason,
+                    granted_by=command.admin_id,
+                    now=now,
+                )
+            else:
+                account.remove(
+                    adjustment_id=adjustment_id,
+                    amount_millicredits=-amount,
+                    reason=command.reason,
+                    removed_by=command.admin_id,
+                    now=now,
+                )
+            return lambda position: AdjustmentReceipt(
+                position=position,
+                adjustment_id=adjustment_id,
+                user_id=account.user_id,
+                amount_millicredits=amount,
+                balance_after_millicredits=account.balance_millicredits,
+            )
+
+        return self._run(command, "adjust", idempotency, now, decide)
+
+    def revoke_credits(
+        self, command: RevokeCredits, *, idempotency: IdempotencyKey | None, now: datetime
+    ) -> RevocationReceipt:
+        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+            revocation_id = str(derived_id(marker, "revocation") if marker else uuid4())
+            account.revoke(
+                revocation_id=revocation_id,
+                amount_millicredits=command.amount_millicredits,
+                reason=command.reason,
+                reference=command.reference,
+                now=now,
+            )
+            return lambda position: RevocationReceipt(
+                position=position,
+                revocation_id=revocation_id,
+                user_id=account.user_id,
+                amount_millicredits=command.amount_millicredits,
+                balance_after_millicredits=account.balance_millicredits,
+            )
+
+        return self._run(command, "revoke", idempotency, now, decide)
+
+    def expire_reservations(self, user_id: str, *, now: datetime) -> int:
+        """Write the expiry of every hold past its time (the sweeper's command). Returns how many."""
+        with self._account_lock(user_id):
+            for _ in range(MAX_ATTEMPTS):
+                account = self._load_account(user_id, now)
+                if account is None:
+                    return 0
+                expired = account.expire_holds(now)
+                if not expired:
+                    return 0
+                try:
+                    self.save(account)
+                except IntegrityError:
+                    _pause()
+                    continue
+                return expired
+        raise ConcurrencyError(f"account {user_id} kept changing")
+
+    def get_balance(self, user_id: str, *, now: datetime) -> Balance:
+        """The balance straight from the account's events (the views serve the same from tables)."""
+        account = self._load_account(user_id, now)
+        if account is None:
+            return Balance(
+                user_id=user_id, balance_millicredits=0, reserved_millicredits=0, available_millicredits=0,
+                updated_at=None,
+            )
+        reserved = account.reserved_millicredits(now)
+        return Balance(
+            user_id=user_id,
+            balance_millicredits=account.balance_millicredits,
+            reserved_millicredits=reserved,
+            available_millicredits=account.balance_millicredits - reserved,
+            updated_at=account.modified_on,
+        )
+
+    def get_account(self, user_id: str) -> CreditAccount | None:
+        try:
+            account: CreditAccount = self.repository.get(account_id(user_id))
+        except AggregateNotFoundError:
+            return None
+        return account
+
+    # Billing configuration and packages.
+
+    def billing_settings(self) -> BillingSettings:
+        with self._settings_lock:
+            if self._settings is None or time.monotonic() - self._settings_read_at > SETTINGS_MAX_AGE_SECONDS:
+                try:
+                    config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
+                    self._settings = config.settings
+                except AggregateNotFoundError:
+                    self._settings = BillingSettings()
+                self._settings_read_at = time.monotonic()
+            return self._settings
+
+    def change_billing_settings(
+        self, changes: dict[str, int], *, changed_by: str, now: datetime
+    ) -> tuple[BillingSettings, int]:
+        """Apply a partial update; returns the new settings and the log position."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
+            except AggregateNotFoundError:
+                config = BillingConfig.seed(BillingSettings(), now)
+            config.change(changes, changed_by, now)
+            try:
+                recordings = self.save(config)
+            except IntegrityError:
+                _pause()
+                continue
+            with self._settings_lock:
+                self._settings = config.settings
+                self._settings_read_at = time.monotonic()
+            return config.settings, _position(recordings, self)
+        raise ConcurrencyError("billing configuration kept changing")
+
+    def list_packages(self) -> list[Package]:
+        try:
+            catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
+        except AggregateNotFoundError:
+            return []
+        return catalogue.list()
+
+    def get_package(self, package_id: str) -> Package:
+        try:
+            catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
+        except AggregateNotFoundError:
+            catalogue = PackageCatalogue.open(datetime.now().astimezone())
+        return catalogue.get(package_id)
+
+    def add_package(self, package: Package, *, added_by: str, now: datetime) -> tuple[Package, int]:
+        return self._change_catalogue(lambda c: c.add(package, added_by, now), package.id, now)
+
+    def change_package(
+        self, package_id: str, changes: dict[str, Any], *, changed_by: str, now: datetime
+    ) -> tuple[Package, int]:
+        return self._change_catalogue(lambda c: c.change(package_id, changes, changed_by, now), package_id, now)
+
+    def seed(self, *, now: datetime) -> bool:
+        """Create the default billing configuration and packages unless they exist. True if it did."""
+        seeded = False
+        if BILLING_CONFIG_ID not in self.repository:
+            try:
+                self.save(BillingConfig.seed(BillingSettings(), now))
+                seeded = True
+            except IntegrityError:
+                pass  # Another process seeded it first.
+        if PACKAGE_CATALOGUE_ID not in self.repository:
+            catalogue = PackageCatalogue.open(now)
+            for package in DEFAULT_PACKAGES:
+                catalogue.add(package, "seed", now)
+            try:
+                self.save(catalogue)
+                seeded = True
+            except IntegrityError:
+                pass
+        return seeded
+
+    # The shared path of every account command.
+
+    def _run(
+        self,
+        command: Command,
+        operation: str,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        decide: Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]],
+    ) -> R:
+        user_id: str = command.user_id  # type: ignore[attr-defined]
+        fingerprint = command.fingerprint() if idempotency else ""
+        marker_id = request_id(idempotency.principal, operation, idempotency.key) if idempotency else None
+        with self._account_lock(user_id):
+            for _ in range(MAX_ATTEMPTS):
+                account = self._load_account(user_id, now) or CreditAccount.open(user_id, now)
+                try:
+                    make_receipt = decide(account, self.billing_settings(), marker_id)
+                except LedgerError:
+                    # A retried request must get its first answer even if the account has moved on since.
+                    replay = self._replay(marker_id, idempotency, fingerprint, operation)
+                    if replay is not None:
+                        return replay  # type: ignore[return-value]
+                    raise
+                receipt = make_receipt(0)
+                to_save: list[Any] = [account]
+                if idempotency is not None:
+                    to_save.append(
+                        IdempotencyRecord.record(
+                            principal=idempotency.principal,
+                            operation=operation,
+                            key=idempotency.key,
+                            fingerprint=fingerprint,
+                            receipt_type=type(receipt).__name__,
+                            receipt=msgspec.to_builtins(receipt),
+                            now=now,
+                        )
+                    )
+                try:
+                    recordings = self.save(*to_save)
+                except IntegrityError:
+                    replay = self._replay(marker_id, idempotency, fingerprint, operation)
+                    if replay is not None:
+                        return replay  # type: ignore[return-value]
+                    _pause()
+                    continue
+                return msgspec.structs.replace(receipt, position=_position(recordings, self))
+        raise ConcurrencyError(f"account {user_id} kept changing")
+
+    def _replay(
+        self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
+    ) -> Receipt | None:
+        if marker_id is None or idempotency is None:
+            return None
+        try:
+            marker: IdempotencyRecord = self.repository.get(marker_id)
+        except AggregateNotFoundError:
+            return None
+        if marker.fingerprint != fingerprint or marker.operation != operation:
+            raise IdempotencyConflictError(idempotency.key)
+        receipt_type = RECEIPT_TYPES[marker.receipt_type]
+        # The original position is at most the log's head now, which is enough to read one's own write.
+        position = self.recorder.max_notification_id() or 0
+        receipt = msgspec.convert({**marker.receipt, "position": position, "replayed": True}, receipt_type)
+        return receipt
+
+    def _load_account(self, user_id: str, now: datetime) -> CreditAccount | None:
+        del now  # Loading does not depend on time; it is here so callers read alike.
+        return self.get_account(user_id)
+
+    def _account_lock(self, user_id: str) -> threading.Lock:
+        return self._account_locks[hash(user_id) % LOCK_STRIPES]
+
+    def _change_catalogue(
+        self, change: Callable[[PackageCatalogue], object], package_id: str, now: datetime
+    ) -> tuple[Package, int]:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
+            except AggregateNotFoundError:
+                catalogue = PackageCatalogue.open(now)
+            change(catalogue)
+            try:
+                recordings = self.save(catalogue)
+            except IntegrityError:
+                _pause()
+                continue
+            return catalogue.get(package_id), _position(recordings, self)
+        raise ConcurrencyError("package catalogue kept changing")
+
+    def _take_snapshots(self, processing_event: Any) -> None:
+        """Snapshot from the aggregate in memory, which is exactly the saved state.
+
+        The library's version rebuilds the aggregate from the database first, a second read on the
+        write path. A failure here must not fail the command: its events are already committed.
+        """
+        if self.snapshots is None:
+            return
+        for aggregate in processing_event.aggregates.values():
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is None:
+                continue
+            versions = range(aggregate.version - len(_new_events(processing_event, aggregate.id)) + 1,
+                             aggregate.version + 1)
+            if any(version % interval == 0 for version in versions):
+                try:
+                    self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
+                except Exception:
+                    log.exception("snapshot of %s at version %s failed", aggregate.id, aggregate.version)
+
+
+RECEIPT_TYPES: dict[str, type[Receipt]] = {
+    cls.__name__: cls
+    for cls in (
+        InitializeReceipt, GrantReceipt, DebitReceipt, ReservationReceipt, SettlementReceipt, ReleaseReceipt,
+        AdjustmentReceipt, RevocationReceipt,
+    )
+}
+
+
+def _new_events(processing_event: Any, aggregate_id: UUID) -> list[Any]:
+    return [event for event in processing_event.events if event.originator_id == aggregate_id]
+
+
+def _position(recordings: list[Any], app: Application) -> int:  # type: ignore[type-arg]
+    positions = [r.notification.id for r in recordings if r.notification is not None]
+    return max(positions) if positions else (app.recorder.max_notification_id() or 0)
+
+
+def _pause() -> None:
+    """A short random wait before retrying a conflict, so racing processes do not collide again."""
+    time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter, not security

@@ -1,0 +1,95 @@
+"""Commands: what a caller asks the ledger to do, as plain values.
+
+A command holds exactly what the caller said, so its fingerprint identifies the request for
+idempotency. The time the ledger handles it (``now``) travels beside it, never inside it: a retry
+arrives later but is still the same request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+GrantSource = Literal["purchase", "welcome", "promotional", "admin"]
+RevocationReason = Literal["refund", "dispute"]
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    def fingerprint(self) -> str:
+        """A hash of the canonical encoding: field order is fixed by the class, so equal commands match."""
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()
+
+
+class InitializeAccount(Command, frozen=True, kw_only=True):
+    user_id: str
+
+
+class GrantCredits(Command, frozen=True, kw_only=True):
+    user_id: str
+    amount_millicredits: int
+    source: GrantSource
+    reference: str | None = None
+    description: str | None = None
+    granted_by: str | None = None
+
+
+class DebitUsage(Command, frozen=True, kw_only=True):
+    user_id: str
+    tokens: int
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str | None = None
+    agent_id: str | None = None
+    analysis_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+class ReserveCredits(Command, frozen=True, kw_only=True):
+    user_id: str
+    estimated_tokens: int
+    ttl_seconds: int = 900
+    analysis_id: str | None = None
+
+
+class SettleReservation(Command, frozen=True, kw_only=True):
+    user_id: str
+    reservation_id: str
+    tokens: int
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str | None = None
+
+
+class ReleaseReservation(Command, frozen=True, kw_only=True):
+    user_id: str
+    reservation_id: str
+
+
+class AdjustCredits(Command, frozen=True, kw_only=True):
+    """An admin's manual correction: a positive amount grants, a negative one removes."""
+
+    user_id: str
+    amount_millicredits: int
+    reason: str
+    admin_id: str
+
+
+class RevokeCredits(Command, frozen=True, kw_only=True):
+    user_id: str
+    amount_millicredits: int
+    reason: RevocationReason
+    reference: str
+
+
+class IdempotencyKey(msgspec.Struct, frozen=True):
+    """Who asked, and the key they chose. Keys are scoped to the principal and the operation."""
+
+    principal: str
+    key: str
+
+
+class Clock(msgspec.Struct, frozen=True):
+    now: datetime

@@ -1,0 +1,30 @@
+"""Deterministic identifiers.
+
+Ids derived from what a request names make retries safe: the same user always maps to the same
+account stream, and the same idempotency key always maps to the same marker, so the database's
+primary key, not a lookup, rejects the second attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+NAMESPACE: Final = uuid5(NAMESPACE_URL, "https://github.com/credit-ledger/ids")
+BILLING_CONFIG_ID: Final = uuid5(NAMESPACE, "billing-config")
+PACKAGE_CATALOGUE_ID: Final = uuid5(NAMESPACE, "package-catalogue")
+
+
+def account_id(user_id: str) -> UUID:
+    return uuid5(NAMESPACE, "account:" + user_id)
+
+
+def request_id(principal: str, operation: str, key: str) -> UUID:
+    """The id of an idempotency marker: one per principal, operation and key."""
+    # Separators cannot be forged: the principal comes from a verified token and the operation is ours.
+    return uuid5(NAMESPACE, f"request:{len(principal)}:{principal}:{operation}:{key}")
+
+
+def derived_id(parent: UUID, purpose: str) -> UUID:
+    """An id for something a request creates (a debit, a reservation), derived from its marker."""
+    return uuid5(parent, purpose)
