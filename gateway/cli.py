@@ -18,10 +18,14 @@ MAX_TOKEN_TTL_SECONDS = 366 * 86_400
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced credit ledger for AI products.")
+    parser = argparse.ArgumentParser(
+        prog="ledger", description="An event-sourced credit ledger for AI products."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)")
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
@@ -66,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def mint_token(secret: str, *, role: str, sub: str, ttl_seconds: int) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256")
+    return jwt.encode(
+        {"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256"
+    )
 
 
 def _token(settings: Settings, role: str, sub: str, ttl_seconds: int) -> int:

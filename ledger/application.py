@@ -84,7 +84,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def initialize_account(self, command: InitializeAccount, *, now: datetime) -> InitializeReceipt:
         """Set an account up, granting the welcome credits exactly once; repeat calls change nothing."""
 
-        def decide(account: CreditAccount, settings: BillingSettings, _: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, settings: BillingSettings, _: UUID | None
+        ) -> Callable[[int], InitializeReceipt]:
             created = account.initialize(settings.welcome_millicredits, now)
             welcome = settings.welcome_millicredits if created else 0
             return lambda position: InitializeReceipt(
@@ -100,7 +102,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def grant_credits(
         self, command: GrantCredits, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> GrantReceipt:
-        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, _: BillingSettings, marker: UUID | None
+        ) -> Callable[[int], GrantReceipt]:
             grant_id = str(derived_id(marker, "grant") if marker else uuid4())
             account.grant(
                 grant_id=grant_id,
@@ -125,7 +129,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def debit_usage(
         self, command: DebitUsage, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> DebitReceipt:
-        def decide(account: CreditAccount, settings: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, settings: BillingSettings, marker: UUID | None
+        ) -> Callable[[int], DebitReceipt]:
             debit_id = str(derived_id(marker, "debit") if marker else uuid4())
             cost = account.debit(
                 debit_id=debit_id,
@@ -154,7 +160,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def reserve_credits(
         self, command: ReserveCredits, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> ReservationReceipt:
-        def decide(account: CreditAccount, settings: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, settings: BillingSettings, marker: UUID | None
+        ) -> Callable[[int], ReservationReceipt]:
             reservation_id = str(derived_id(marker, "reservation") if marker else uuid4())
             held, expires_at = account.reserve(
                 reservation_id=reservation_id,
@@ -178,7 +186,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def settle_reservation(
         self, command: SettleReservation, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> SettlementReceipt:
-        def decide(account: CreditAccount, settings: BillingSettings, _: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, settings: BillingSettings, _: UUID | None
+        ) -> Callable[[int], SettlementReceipt]:
             debited, released = account.settle(
                 reservation_id=command.reservation_id,
                 tokens=command.tokens,
@@ -204,7 +214,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def release_reservation(
         self, command: ReleaseReservation, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> ReleaseReceipt:
-        def decide(account: CreditAccount, _: BillingSettings, __: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, _: BillingSettings, __: UUID | None
+        ) -> Callable[[int], ReleaseReceipt]:
             released = account.release(reservation_id=command.reservation_id, now=now)
             return lambda position: ReleaseReceipt(
                 position=position,
@@ -222,7 +234,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     ) -> AdjustmentReceipt:
         """An admin's correction: grants a positive amount, removes a negative one (never past available)."""
 
-        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, _: BillingSettings, marker: UUID | None
+        ) -> Callable[[int], AdjustmentReceipt]:
             adjustment_id = str(derived_id(marker, "adjustment") if marker else uuid4())
             amount = command.amount_millicredits
             if type(amount) is not int or amount == 0:
@@ -258,7 +272,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def revoke_credits(
         self, command: RevokeCredits, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> RevocationReceipt:
-        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], Any]:
+        def decide(
+            account: CreditAccount, _: BillingSettings, marker: UUID | None
+        ) -> Callable[[int], RevocationReceipt]:
             revocation_id = str(derived_id(marker, "revocation") if marker else uuid4())
             account.revoke(
                 revocation_id=revocation_id,
@@ -300,7 +316,10 @@ class Ledger(Application):  # type: ignore[type-arg]
         account = self._load_account(user_id, now)
         if account is None:
             return Balance(
-                user_id=user_id, balance_millicredits=0, reserved_millicredits=0, available_millicredits=0,
+                user_id=user_id,
+                balance_millicredits=0,
+                reserved_millicredits=0,
+                available_millicredits=0,
                 updated_at=None,
             )
         reserved = account.reserved_millicredits(now)
@@ -358,7 +377,7 @@ class Ledger(Application):  # type: ignore[type-arg]
             catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
         except AggregateNotFoundError:
             return []
-        return catalogue.list()
+        return catalogue.all_packages()
 
     def get_package(self, package_id: str) -> Package:
         try:
@@ -373,7 +392,9 @@ class Ledger(Application):  # type: ignore[type-arg]
     def change_package(
         self, package_id: str, changes: dict[str, Any], *, changed_by: str, now: datetime
     ) -> tuple[Package, int]:
-        return self._change_catalogue(lambda c: c.change(package_id, changes, changed_by, now), package_id, now)
+        return self._change_catalogue(
+            lambda c: c.change(package_id, changes, changed_by, now), package_id, now
+        )
 
     def seed(self, *, now: datetime) -> bool:
         """Create the default billing configuration and packages unless they exist. True if it did."""
@@ -458,8 +479,7 @@ class Ledger(Application):  # type: ignore[type-arg]
         receipt_type = RECEIPT_TYPES[marker.receipt_type]
         # The original position is at most the log's head now, which is enough to read one's own write.
         position = self.recorder.max_notification_id() or 0
-        receipt = msgspec.convert({**marker.receipt, "position": position, "replayed": True}, receipt_type)
-        return receipt
+        return msgspec.convert({**marker.receipt, "position": position, "replayed": True}, receipt_type)
 
     def _load_account(self, user_id: str, now: datetime) -> CreditAccount | None:
         del now  # Loading does not depend on time; it is here so callers read alike.
@@ -497,8 +517,10 @@ class Ledger(Application):  # type: ignore[type-arg]
             interval = self.snapshotting_intervals.get(type(aggregate))
             if interval is None:
                 continue
-            versions = range(aggregate.version - len(_new_events(processing_event, aggregate.id)) + 1,
-                             aggregate.version + 1)
+            versions = range(
+                aggregate.version - len(_new_events(processing_event, aggregate.id)) + 1,
+                aggregate.version + 1,
+            )
             if any(version % interval == 0 for version in versions):
                 try:
                     self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
@@ -509,8 +531,14 @@ class Ledger(Application):  # type: ignore[type-arg]
 RECEIPT_TYPES: dict[str, type[Receipt]] = {
     cls.__name__: cls
     for cls in (
-        InitializeReceipt, GrantReceipt, DebitReceipt, ReservationReceipt, SettlementReceipt, ReleaseReceipt,
-        AdjustmentReceipt, RevocationReceipt,
+        InitializeReceipt,
+        GrantReceipt,
+        DebitReceipt,
+        ReservationReceipt,
+        SettlementReceipt,
+        ReleaseReceipt,
+        AdjustmentReceipt,
+        RevocationReceipt,
     )
 }
 

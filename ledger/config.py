@@ -123,20 +123,30 @@ DEFAULT_PACKAGES: Final = (
     Package(id="enterprise", name="Enterprise", credits=2_000, price_amount_minor=70_000, currency="BRL"),
 )
 
+MAX_NAME_LENGTH: Final = 100
+MAX_ID_LENGTH: Final = 64
+MAX_STRIPE_ID_LENGTH: Final = 255
+CURRENCY_CODE_LENGTH: Final = 3
+
 PACKAGE_FIELDS: Final = ("name", "credits", "price_amount_minor", "currency", "active", "stripe_price_id")
 
 
 def _check_package_field(field: str, value: Any) -> None:
     if field == "name":
-        ok = isinstance(value, str) and 1 <= len(value) <= 100
+        ok = isinstance(value, str) and 1 <= len(value) <= MAX_NAME_LENGTH
     elif field in {"credits", "price_amount_minor"}:
         ok = type(value) is int and 1 <= value <= MAX_AMOUNT // MILLICREDITS_PER_CREDIT
     elif field == "currency":
-        ok = isinstance(value, str) and len(value) == 3 and value.isalpha() and value.isupper()
+        ok = (
+            isinstance(value, str)
+            and len(value) == CURRENCY_CODE_LENGTH
+            and value.isalpha()
+            and value.isupper()
+        )
     elif field == "active":
         ok = type(value) is bool
     elif field == "stripe_price_id":
-        ok = value is None or (isinstance(value, str) and 1 <= len(value) <= 255)
+        ok = value is None or (isinstance(value, str) and 1 <= len(value) <= MAX_STRIPE_ID_LENGTH)
     else:
         raise InvalidCommandError(field, "is not a package field")
     if not ok:
@@ -170,19 +180,22 @@ class PackageCatalogue(Aggregate):
             raise NotFoundError("package", package_id)
         return Package(id=package_id, **fields)
 
-    def list(self) -> list[Package]:
+    def all_packages(self) -> list[Package]:
         return [Package(id=package_id, **fields) for package_id, fields in self.packages.items()]
 
     def add(self, package: Package, added_by: str, now: datetime) -> None:
-        if not (1 <= len(package.id) <= 64 and package.id.replace("-", "").replace("_", "").isalnum()):
+        if not (
+            1 <= len(package.id) <= MAX_ID_LENGTH and package.id.replace("-", "").replace("_", "").isalnum()
+        ):
             raise InvalidCommandError("id", "must be 1 to 64 letters, digits, '-' or '_'")
         if package.id in self.packages:
             raise InvalidCommandError("id", "a package with this id exists")
         fields = {field: getattr(package, field) for field in PACKAGE_FIELDS}
         for field, value in fields.items():
             _check_package_field(field, value)
-        self.trigger_event(self.PackageAdded, timestamp=now, package_id=package.id, fields=fields,
-                           added_by=added_by)
+        self.trigger_event(
+            self.PackageAdded, timestamp=now, package_id=package.id, fields=fields, added_by=added_by
+        )
 
     def change(self, package_id: str, changes: dict[str, Any], changed_by: str, now: datetime) -> list[str]:
         current = self.get(package_id)

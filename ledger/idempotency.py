@@ -42,7 +42,12 @@ class IdempotencyRecord(Aggregate):
     receipt: dict[str, Any]
 
     def __init__(
-        self, principal: str, operation: str, key: str, fingerprint: str, receipt_type: str,
+        self,
+        principal: str,
+        operation: str,
+        key: str,
+        fingerprint: str,
+        receipt_type: str,
         receipt: dict[str, Any],
     ) -> None:
         self.principal = principal
@@ -54,8 +59,15 @@ class IdempotencyRecord(Aggregate):
 
     @classmethod
     def record(
-        cls, *, principal: str, operation: str, key: str, fingerprint: str, receipt_type: str,
-        receipt: dict[str, Any], now: datetime,
+        cls,
+        *,
+        principal: str,
+        operation: str,
+        key: str,
+        fingerprint: str,
+        receipt_type: str,
+        receipt: dict[str, Any],
+        now: datetime,
     ) -> IdempotencyRecord:
         marker: IdempotencyRecord = cls._create(
             cls.Recorded,

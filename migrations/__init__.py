@@ -48,7 +48,8 @@ def apply_migrations(conninfo: str) -> list[str]:
                 with conn.transaction():
                     conn.execute(sql.encode())
                     conn.execute(
-                        "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)", (path.name, checksum)
+                        "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                        (path.name, checksum),
                     )
                 applied_now.append(path.name)
         finally:
