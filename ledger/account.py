@@ -233,7 +233,7 @@ class CreditAccount(Aggregate):
         if type(ttl_seconds) is not int or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
             raise InvalidCommandError("ttl_seconds", f"must be an integer from 1 to {MAX_TTL_SECONDS}")
         _check_labels(model=None, agent_id=None, analysis_id=analysis_id)
-        if reservation_id in self.holds or reservation_id in self.closed_reservations:
+        if reservation_id in self.holds or self._closed_status(reservation_id, now) is not None:
             raise InvalidCommandError("reservation_id", "already exists")
         cost = cost_millicredits(estimated_tokens, settings.tokens_per_credit)
         self._expire_due_holds(now)
@@ -273,7 +273,7 @@ class CreditAccount(Aggregate):
         _check_usage_split(tokens, input_tokens, output_tokens)
         _check_labels(model=model, agent_id=None, analysis_id=None)
         self._expire_due_holds(now)
-        hold = self._open_hold(reservation_id)
+        hold = self._open_hold(reservation_id, now)
         cost = cost_millicredits(tokens, settings.tokens_per_credit)
         if self.balance_millicredits - cost < -MAX_AMOUNT:
             raise InvalidCommandError("tokens", "the balance would pass its lower bound")
@@ -295,7 +295,7 @@ class CreditAccount(Aggregate):
     def release(self, *, reservation_id: str, now: datetime) -> int:
         """Give back a reservation's whole hold. Returns the amount released."""
         self._expire_due_holds(now)
-        hold = self._open_hold(reservation_id)
+        hold = self._open_hold(reservation_id, now)
         self.trigger_event(
             self.ReservationReleased,
             timestamp=now,
@@ -387,14 +387,21 @@ class CreditAccount(Aggregate):
                 now_us=now_us,
             )
 
-    def _open_hold(self, reservation_id: str) -> list[int]:
+    def _open_hold(self, reservation_id: str, now: datetime) -> list[int]:
         hold = self.holds.get(reservation_id)
         if hold is not None:
             return hold
-        closed = self.closed_reservations.get(reservation_id)
-        if closed is not None:
-            raise ReservationNotOpenError(reservation_id, str(closed[0]))
+        status = self._closed_status(reservation_id, now)
+        if status is not None:
+            raise ReservationNotOpenError(reservation_id, status)
         raise NotFoundError("reservation", reservation_id)
+
+    def _closed_status(self, reservation_id: str, now: datetime) -> str | None:
+        """How a reservation closed, if it closed within the memory period (pruning is lazy, time is not)."""
+        closed = self.closed_reservations.get(reservation_id)
+        if closed is None or closed[1] <= to_us(now) - CLOSED_RESERVATION_MEMORY_US:
+            return None
+        return str(closed[0])
 
     def _expire_due_holds(self, now: datetime) -> int:
         now_us = to_us(now)
