@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -107,6 +108,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
         ledger.close()
     finally:
+        # A terminal's Ctrl-C can reach this process twice (directly and through `uv run`): the second
+        # must not interrupt stopping the database halfway.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         database.stop()
     print("ledger: stopped", flush=True)
     return 0
