@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -19,20 +20,18 @@ MAX_TOKEN_TTL_SECONDS = 366 * 86_400
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ledger", description="An event-sourced credit ledger for AI products."
-    )
+    parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced credit ledger for AI products.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser(
-        "serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)"
-    )
+    serve = commands.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
 
     commands.add_parser("migrate", help="apply the SQL migrations")
     commands.add_parser("seed", help="create the default billing configuration and packages")
+    commands.add_parser("project", help="run the projection worker (a second one stands by)")
+    commands.add_parser("verify", help="recompute every balance from the events and compare with the view")
 
     token = commands.add_parser("token", help="mint a JWT for development and tests")
     token.add_argument("--role", choices=ROLES, required=True)
@@ -58,6 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             applied = apply_migrations(database.url)
             print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+        elif args.command == "project":
+            return _project(database.url)
+        elif args.command == "verify":
+            from projections.verify import verify  # noqa: PLC0415
+
+            differences = verify(database.url)
+            for line in differences:
+                print(line)
+            print(f"{len(differences)} difference(s)")
+            return 1 if differences else 0
         elif args.command == "seed":
             ledger = build_ledger(settings, database.url)
             try:
@@ -69,11 +78,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _project(database_url: str) -> int:
+    from projections.worker import ProjectionWorker  # noqa: PLC0415
+
+    worker = ProjectionWorker(database_url)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    worker.start()
+    print("ledger: projection worker started (standing by if another is active)", flush=True)
+    while not stopping.is_set() and not worker.failed.is_set():
+        stopping.wait(0.5)
+    worker.stop()
+    if worker.failed.is_set():
+        print("ledger: a projection stopped on an error (see the log); fix it and restart", file=sys.stderr)
+        return 1
+    return 0
+
+
 def mint_token(secret: str, *, role: str, sub: str, ttl_seconds: int) -> str:
     now = int(time.time())
-    return jwt.encode(
-        {"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256"
-    )
+    return jwt.encode({"sub": sub, "role": role, "iat": now, "exp": now + ttl_seconds}, secret, algorithm="HS256")
 
 
 def _token(settings: Settings, role: str, sub: str, ttl_seconds: int) -> int:
@@ -102,10 +127,19 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
             print(f"ledger: applied migrations {', '.join(applied)}", flush=True)
         ledger = build_ledger(settings, database.url)
         app = create_app(settings, ledger, database.url)
+        worker = None
+        if database.embedded is not None:
+            # One command runs everything in development: the projections follow the log in this process.
+            from projections.worker import ProjectionWorker  # noqa: PLC0415
+
+            worker = ProjectionWorker(database.url)
+            worker.start()
         print(f"ledger: serving on http://{host}:{port} (Ctrl-C stops)", flush=True)
         if workers != 1:
             print("ledger: --workers above 1 is not available yet; serving with one worker", file=sys.stderr)
         uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+        if worker is not None:
+            worker.stop()
         ledger.close()
     finally:
         # A terminal's Ctrl-C can reach this process twice (directly and through `uv run`): the second

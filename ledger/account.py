@@ -103,9 +103,7 @@ class CreditAccount(Aggregate):
     @classmethod
     def open(cls, user_id: str, now: datetime) -> CreditAccount:
         _check_text("user_id", user_id, max_length=128, required=True)
-        account: CreditAccount = cls._create(
-            cls.Opened, id=account_id(user_id), user_id=user_id, timestamp=now
-        )
+        account: CreditAccount = cls._create(cls.Opened, id=account_id(user_id), user_id=user_id, timestamp=now)
         return account
 
     # Reading the state.

@@ -102,9 +102,7 @@ class Ledger(Application):  # type: ignore[type-arg]
     def grant_credits(
         self, command: GrantCredits, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> GrantReceipt:
-        def decide(
-            account: CreditAccount, _: BillingSettings, marker: UUID | None
-        ) -> Callable[[int], GrantReceipt]:
+        def decide(account: CreditAccount, _: BillingSettings, marker: UUID | None) -> Callable[[int], GrantReceipt]:
             grant_id = str(derived_id(marker, "grant") if marker else uuid4())
             account.grant(
                 grant_id=grant_id,
@@ -126,9 +124,7 @@ class Ledger(Application):  # type: ignore[type-arg]
 
         return self._run(command, "grant", idempotency, now, decide)
 
-    def debit_usage(
-        self, command: DebitUsage, *, idempotency: IdempotencyKey | None, now: datetime
-    ) -> DebitReceipt:
+    def debit_usage(self, command: DebitUsage, *, idempotency: IdempotencyKey | None, now: datetime) -> DebitReceipt:
         def decide(
             account: CreditAccount, settings: BillingSettings, marker: UUID | None
         ) -> Callable[[int], DebitReceipt]:
@@ -214,9 +210,7 @@ class Ledger(Application):  # type: ignore[type-arg]
     def release_reservation(
         self, command: ReleaseReservation, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> ReleaseReceipt:
-        def decide(
-            account: CreditAccount, _: BillingSettings, __: UUID | None
-        ) -> Callable[[int], ReleaseReceipt]:
+        def decide(account: CreditAccount, _: BillingSettings, __: UUID | None) -> Callable[[int], ReleaseReceipt]:
             released = account.release(reservation_id=command.reservation_id, now=now)
             return lambda position: ReleaseReceipt(
                 position=position,
@@ -392,9 +386,7 @@ class Ledger(Application):  # type: ignore[type-arg]
     def change_package(
         self, package_id: str, changes: dict[str, Any], *, changed_by: str, now: datetime
     ) -> tuple[Package, int]:
-        return self._change_catalogue(
-            lambda c: c.change(package_id, changes, changed_by, now), package_id, now
-        )
+        return self._change_catalogue(lambda c: c.change(package_id, changes, changed_by, now), package_id, now)
 
     def seed(self, *, now: datetime) -> bool:
         """Create the default billing configuration and packages unless they exist. True if it did."""

@@ -137,12 +137,7 @@ def _check_package_field(field: str, value: Any) -> None:
     elif field in {"credits", "price_amount_minor"}:
         ok = type(value) is int and 1 <= value <= MAX_AMOUNT // MILLICREDITS_PER_CREDIT
     elif field == "currency":
-        ok = (
-            isinstance(value, str)
-            and len(value) == CURRENCY_CODE_LENGTH
-            and value.isalpha()
-            and value.isupper()
-        )
+        ok = isinstance(value, str) and len(value) == CURRENCY_CODE_LENGTH and value.isalpha() and value.isupper()
     elif field == "active":
         ok = type(value) is bool
     elif field == "stripe_price_id":
@@ -184,18 +179,14 @@ class PackageCatalogue(Aggregate):
         return [Package(id=package_id, **fields) for package_id, fields in self.packages.items()]
 
     def add(self, package: Package, added_by: str, now: datetime) -> None:
-        if not (
-            1 <= len(package.id) <= MAX_ID_LENGTH and package.id.replace("-", "").replace("_", "").isalnum()
-        ):
+        if not (1 <= len(package.id) <= MAX_ID_LENGTH and package.id.replace("-", "").replace("_", "").isalnum()):
             raise InvalidCommandError("id", "must be 1 to 64 letters, digits, '-' or '_'")
         if package.id in self.packages:
             raise InvalidCommandError("id", "a package with this id exists")
         fields = {field: getattr(package, field) for field in PACKAGE_FIELDS}
         for field, value in fields.items():
             _check_package_field(field, value)
-        self.trigger_event(
-            self.PackageAdded, timestamp=now, package_id=package.id, fields=fields, added_by=added_by
-        )
+        self.trigger_event(self.PackageAdded, timestamp=now, package_id=package.id, fields=fields, added_by=added_by)
 
     def change(self, package_id: str, changes: dict[str, Any], changed_by: str, now: datetime) -> list[str]:
         current = self.get(package_id)

@@ -32,9 +32,7 @@ QuotaWindow = Literal["hour", "day"]
 
 
 class QuotaExceededError(LedgerError):
-    def __init__(
-        self, *, window: QuotaWindow, limit_tokens: int, used_tokens: int, retry_after_seconds: int
-    ) -> None:
+    def __init__(self, *, window: QuotaWindow, limit_tokens: int, used_tokens: int, retry_after_seconds: int) -> None:
         super().__init__(
             f"the {window}ly token quota of {limit_tokens} tokens would be passed "
             f"({used_tokens} tokens used in the rolling {window})"

@@ -30,9 +30,7 @@ def _decoder_for(cls: type) -> msgspec.json.Decoder[Any]:
     if decoder is None:
         hints = typing.get_type_hints(cls)
         fields: list[Any] = [
-            (field.name, hints.get(field.name, Any))
-            for field in dataclasses.fields(cls)
-            if field.name not in _SKIPPED
+            (field.name, hints.get(field.name, Any)) for field in dataclasses.fields(cls) if field.name not in _SKIPPED
         ]
         fields.append(("class_version", int, 1))
         decoder = _DECODERS[cls] = msgspec.json.Decoder(msgspec.defstruct(f"{cls.__name__}State", fields))

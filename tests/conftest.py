@@ -57,8 +57,7 @@ def clean_database(database_url: str) -> str:
 def _existing_tables(database_url: str) -> list[str]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            " AND tablename <> 'schema_migrations'"
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'"
         ).fetchall()
     return [row[0] for row in rows]
 

@@ -150,9 +150,7 @@ def test_reserve_settle_below_the_hold_releases_the_rest(ledger: Ledger) -> None
 
 def test_settle_above_the_hold_may_go_below_zero_and_then_blocks_new_usage(ledger: Ledger) -> None:
     fund(ledger, "u1", 100_000)
-    hold = ledger.reserve_credits(
-        ReserveCredits(user_id="u1", estimated_tokens=100_000), idempotency=key("r1"), now=T0
-    )
+    hold = ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=100_000), idempotency=key("r1"), now=T0)
     settled = ledger.settle_reservation(
         SettleReservation(user_id="u1", reservation_id=hold.reservation_id, tokens=130_000),
         idempotency=key("s1"),
@@ -166,17 +164,13 @@ def test_settle_above_the_hold_may_go_below_zero_and_then_blocks_new_usage(ledge
 def test_reserve_needs_the_minimum_balance_for_an_analysis(ledger: Ledger) -> None:
     fund(ledger, "u1", 99_999)
     with pytest.raises(InsufficientCreditsError) as refused:
-        ledger.reserve_credits(
-            ReserveCredits(user_id="u1", estimated_tokens=10), idempotency=key("r1"), now=T0
-        )
+        ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=10), idempotency=key("r1"), now=T0)
     assert refused.value.required_millicredits == 100_000
 
 
 def test_release_returns_the_hold_and_a_second_release_is_refused(ledger: Ledger) -> None:
     fund(ledger, "u1", 200_000)
-    hold = ledger.reserve_credits(
-        ReserveCredits(user_id="u1", estimated_tokens=120_000), idempotency=None, now=T0
-    )
+    hold = ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=120_000), idempotency=None, now=T0)
     released = ledger.release_reservation(
         ReleaseReservation(user_id="u1", reservation_id=hold.reservation_id), idempotency=None, now=T0
     )
@@ -215,16 +209,12 @@ def test_settle_of_an_unknown_reservation_is_not_found(ledger: Ledger) -> None:
 
 def test_settle_again_with_the_same_key_replays_the_first_answer(ledger: Ledger) -> None:
     fund(ledger, "u1", 200_000)
-    hold = ledger.reserve_credits(
-        ReserveCredits(user_id="u1", estimated_tokens=1_000), idempotency=None, now=T0
-    )
+    hold = ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=1_000), idempotency=None, now=T0)
     command = SettleReservation(user_id="u1", reservation_id=hold.reservation_id, tokens=500)
     first = ledger.settle_reservation(command, idempotency=key("s1"), now=T0)
     again = ledger.settle_reservation(command, idempotency=key("s1"), now=T0)
     assert again.replayed
-    assert msgspec.structs.replace(again, position=0, replayed=False) == msgspec.structs.replace(
-        first, position=0
-    )
+    assert msgspec.structs.replace(again, position=0, replayed=False) == msgspec.structs.replace(first, position=0)
     with pytest.raises(ReservationNotOpenError):
         ledger.settle_reservation(command, idempotency=key("s2"), now=T0)
 
@@ -303,9 +293,7 @@ def test_keys_are_scoped_to_the_principal_and_the_operation(ledger: Ledger) -> N
     fund(ledger, "u1", 200_000)
     ledger.debit_usage(DebitUsage(user_id="u1", tokens=100), idempotency=key("k", "svc-a"), now=T0)
     ledger.debit_usage(DebitUsage(user_id="u1", tokens=100), idempotency=key("k", "svc-b"), now=T0)
-    ledger.reserve_credits(
-        ReserveCredits(user_id="u1", estimated_tokens=1), idempotency=key("k", "svc-a"), now=T0
-    )
+    ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=1), idempotency=key("k", "svc-a"), now=T0)
     assert ledger.get_balance("u1", now=T0).balance_millicredits == 199_800
 
 

@@ -86,9 +86,7 @@ def test_a_restarted_application_sees_every_balance_exactly(clean_database: str)
         )
         first.debit_usage(DebitUsage(user_id=user, tokens=n + 1), idempotency=None, now=T0)
         if n % 3 == 0:
-            first.reserve_credits(
-                ReserveCredits(user_id=user, estimated_tokens=1_000), idempotency=None, now=T0
-            )
+            first.reserve_credits(ReserveCredits(user_id=user, estimated_tokens=1_000), idempotency=None, now=T0)
         expected[user] = first.get_balance(user, now=T0)
     first.close()
     second = postgres_ledger(clean_database)
@@ -147,9 +145,7 @@ def test_a_100000_event_account_loads_about_as_fast_as_a_fresh_one(clean_databas
 @pytest.mark.parametrize("workers", [8])
 def test_concurrent_reservations_never_hold_more_than_the_balance(clean_database: str, workers: int) -> None:
     app = postgres_ledger(clean_database, pool_size=workers, max_overflow=0)
-    app.grant_credits(
-        GrantCredits(user_id="u1", amount_millicredits=500_000, source="admin"), idempotency=None, now=T0
-    )
+    app.grant_credits(GrantCredits(user_id="u1", amount_millicredits=500_000, source="admin"), idempotency=None, now=T0)
 
     def reserve(i: int) -> bool:
         try:
@@ -172,9 +168,7 @@ def test_concurrent_reservations_never_hold_more_than_the_balance(clean_database
 def test_applications_do_not_share_state_through_the_cache(clean_database: str) -> None:
     """A second process's write is seen by the first one's next command (fast-forward from the database)."""
     a, b = postgres_ledger(clean_database), postgres_ledger(clean_database)
-    a.grant_credits(
-        GrantCredits(user_id="u1", amount_millicredits=1_000, source="admin"), idempotency=None, now=T0
-    )
+    a.grant_credits(GrantCredits(user_id="u1", amount_millicredits=1_000, source="admin"), idempotency=None, now=T0)
     assert a.get_balance("u1", now=T0).balance_millicredits == 1_000
     b.debit_usage(DebitUsage(user_id="u1", tokens=400), idempotency=None, now=T0)
     assert a.get_balance("u1", now=T0).balance_millicredits == 600

@@ -121,15 +121,11 @@ def test_balance_is_what_the_events_say(pg_ledger: Ledger, steps: list[tuple[str
         for e in events
         if isinstance(
             e,
-            CreditAccount.ReservationSettled
-            | CreditAccount.ReservationReleased
-            | CreditAccount.ReservationExpired,
+            CreditAccount.ReservationSettled | CreditAccount.ReservationReleased | CreditAccount.ReservationExpired,
         )
     }
     open_holds = sum(
-        e.amount_millicredits
-        for rid, e in opened.items()
-        if rid not in closed and e.expires_at_us > to_us(now)
+        e.amount_millicredits for rid, e in opened.items() if rid not in closed and e.expires_at_us > to_us(now)
     )
     balance = pg_ledger.get_balance(user, now=now)
     assert balance.balance_millicredits == credited - debited

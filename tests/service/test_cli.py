@@ -139,3 +139,25 @@ def test_serve_with_no_database_runs_embedded_and_keeps_data_across_restarts(tmp
         ledger.close()
     finally:
         _stop(server)
+
+
+def test_verify_exits_zero_when_the_view_agrees_and_one_when_it_does_not(clean_database: str, tmp_path: Path) -> None:
+    from projections.accounts import AccountsProjection  # noqa: PLC0415
+    from projections.runner import ProjectionRunner  # noqa: PLC0415
+
+    ledger = Ledger(postgres_env(clean_database))
+    ledger.grant_credits(
+        GrantCredits(user_id="v1", amount_millicredits=900, source="admin"), idempotency=None, now=datetime.now(UTC)
+    )
+    ledger.close()
+    ProjectionRunner(clean_database, AccountsProjection()).catch_up()
+    env = base_env(LEDGER_DATABASE_URL=clean_database, LEDGER_JWT_SECRET=SECRET)
+    agreed = ledger_command("verify", env=env, cwd=tmp_path)
+    assert (agreed.returncode, agreed.stdout.strip()) == (0, "0 difference(s)")
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(clean_database, autocommit=True) as conn:
+        conn.execute("UPDATE user_credits SET balance_millicredits = 901")
+    differed = ledger_command("verify", env=env, cwd=tmp_path)
+    assert differed.returncode == 1
+    assert "v1: events say balance_millicredits=900" in differed.stdout

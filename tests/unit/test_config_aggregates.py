@@ -191,9 +191,7 @@ class TestPackageCatalogue:
         assert type(event) is PackageCatalogue.PackageChanged
         assert (event.package_id, event.changed_by) == ("starter", "ana")
         assert event.changes == {"price_amount_minor": [3_000, 3_500], "active": [True, False]}
-        assert catalogue.get("starter") == msgspec.structs.replace(
-            STARTER, price_amount_minor=3_500, active=False
-        )
+        assert catalogue.get("starter") == msgspec.structs.replace(STARTER, price_amount_minor=3_500, active=False)
 
     def test_a_change_to_the_same_values_records_nothing(self):
         catalogue = given_catalogue(STARTER)

@@ -77,9 +77,7 @@ def remove(amount, *, reason="correction", now=T0) -> Step:
 
 
 def revoke(amount, *, reason="refund", now=T0) -> Step:
-    return lambda a: a.revoke(
-        revocation_id="rev", amount_millicredits=amount, reason=reason, reference="ch", now=now
-    )
+    return lambda a: a.revoke(revocation_id="rev", amount_millicredits=amount, reason=reason, reference="ch", now=now)
 
 
 def initialize(welcome, *, now=T0) -> Step:
@@ -229,9 +227,7 @@ class TestQuotas:
 
     def test_retry_after_points_to_the_minute_whose_departure_frees_enough_tokens(self):
         settings = replace(SETTINGS, hourly_token_limit=1_000)
-        account = given(
-            grant(RICH), debit(300, settings=settings), debit(300, now=at(minutes=5), settings=settings)
-        )
+        account = given(grant(RICH), debit(300, settings=settings), debit(300, now=at(minutes=5), settings=settings))
         # 600 used + 800 asked - 1000 allowed: 400 must leave, so the minute-5 bucket must go too.
         request = debit(800, now=at(minutes=10, seconds=30), settings=settings)
         error = refused(account, request, QuotaExceededError)
@@ -296,9 +292,7 @@ class TestReserve:
         [(50_000, 10, 100_000), (150_000, 200_000, 200_000)],
         ids=["minimum-balance-above-cost", "cost-above-minimum-balance"],
     )
-    def test_reserve_needs_the_larger_of_the_cost_and_the_minimum_balance(
-        self, balance, estimated_tokens, required
-    ):
+    def test_reserve_needs_the_larger_of_the_cost_and_the_minimum_balance(self, balance, estimated_tokens, required):
         error = refused(given(grant(balance)), reserve("r1", estimated_tokens), InsufficientCreditsError)
         assert (error.available_millicredits, error.required_millicredits) == (balance, required)
 

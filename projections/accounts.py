@@ -1,0 +1,283 @@
+"""The accounts projection: balances, open holds, history, usage rows and roll-ups, at one position.
+
+These views are kept by one projection because they must agree with each other: a history row's
+``balance_after_millicredits`` is the balance row at that position, and a roll-up is the sum of its
+usage rows. A batch of events is applied in memory to the rows it touches, then written back in one
+transaction together with the new position. Anything the events contradict (an unknown account, a
+hold that was never opened) stops the projection: a view is never silently wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from ledger.account import CreditAccount, from_us
+
+
+class ProjectionError(Exception):
+    """An event the projection cannot apply. The projection stops; nothing of the batch is written."""
+
+
+@dataclass
+class BalanceRow:
+    user_id: str
+    account_id: UUID
+    balance: int = 0
+    reserved: int = 0
+    purchased: int = 0
+    used: int = 0
+    updated_at: datetime | None = None
+    position: int = 0
+
+
+@dataclass
+class Batch:
+    balances: dict[UUID, BalanceRow] = field(default_factory=dict)
+    new_holds: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)
+    closed_holds: dict[str, int] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    usage: list[tuple[Any, ...]] = field(default_factory=list)
+    rollups: dict[tuple[str, str, datetime], list[int]] = field(default_factory=dict)
+
+
+GRANT_KINDS = {"purchase": "purchase", "welcome": "grant", "promotional": "grant", "admin": "adjustment"}
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class AccountsProjection:
+    name = "accounts"
+    tables: tuple[str, ...] = (
+        "user_credits",
+        "credit_holds",
+        "credit_transactions",
+        "token_usage_logs",
+        "usage_rollups",
+    )
+    topic_prefix: str | tuple[str, ...] = "ledger.CreditAccount."
+
+    def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None:
+        batch = Batch()
+        self._load(conn, batch, events)
+        for position, event in events:
+            self._apply_one(batch, position, event)
+        self._write(conn, batch)
+
+    def _load(self, conn: psycopg.Connection[Any], batch: Batch, events: list[tuple[int, Any]]) -> None:
+        ids = list({event.originator_id for _, event in events})
+        rows = conn.execute(
+            "SELECT user_id, account_id, balance_millicredits, reserved_millicredits,"
+            " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position"
+            " FROM user_credits WHERE account_id = ANY(%s) FOR UPDATE",
+            (ids,),
+        ).fetchall()
+        for row in rows:
+            batch.balances[row[1]] = BalanceRow(*row)
+        closing = [
+            e.reservation_id
+            for _, e in events
+            if isinstance(
+                e,
+                CreditAccount.ReservationSettled | CreditAccount.ReservationReleased | CreditAccount.ReservationExpired,
+            )
+        ]
+        if closing:
+            held = conn.execute(
+                "SELECT reservation_id, held_millicredits FROM credit_holds WHERE reservation_id = ANY(%s)",
+                (closing,),
+            ).fetchall()
+            batch.closed_holds.update({rid: -amount for rid, amount in held})  # Negative: known, not closed.
+
+    def _apply_one(self, batch: Batch, position: int, event: Any) -> None:  # noqa: C901, PLR0912
+        at: datetime = event.timestamp
+        if isinstance(event, CreditAccount.Opened):
+            if event.originator_id in batch.balances:
+                raise ProjectionError(f"account {event.originator_id} opened twice (position {position})")
+            batch.balances[event.originator_id] = BalanceRow(
+                user_id=event.user_id, account_id=event.originator_id, updated_at=at, position=position
+            )
+            return
+        row = batch.balances.get(event.originator_id)
+        if row is None:
+            raise ProjectionError(f"event at position {position} for an account never opened")
+        row.updated_at, row.position = at, position
+
+        def history(
+            seq: int, movement_id: str, kind: str, amount: int, reference: str | None, description: str | None
+        ) -> None:
+            batch.history.append(
+                (
+                    position,
+                    seq,
+                    movement_id,
+                    row.user_id,
+                    kind,
+                    amount,
+                    row.balance,
+                    at,
+                    reference,
+                    description,
+                )
+            )
+
+        if isinstance(event, CreditAccount.CreditsGranted):
+            row.balance += event.amount_millicredits
+            if event.source == "purchase":
+                row.purchased += event.amount_millicredits
+            history(
+                0,
+                event.grant_id,
+                GRANT_KINDS[event.source],
+                event.amount_millicredits,
+                event.reference,
+                event.description,
+            )
+        elif isinstance(event, CreditAccount.CreditsDebited):
+            row.balance -= event.amount_millicredits
+            row.used += event.amount_millicredits
+            history(0, event.debit_id, "debit", -event.amount_millicredits, event.analysis_id, event.model)
+            self._usage(batch, position, row.user_id, event.debit_id, event, event.occurred_at)
+        elif isinstance(event, CreditAccount.CreditsReserved):
+            row.reserved += event.amount_millicredits
+            batch.new_holds[event.reservation_id] = (
+                row.user_id,
+                event.amount_millicredits,
+                from_us(event.expires_at_us),
+            )
+            history(0, event.reservation_id, "reservation", -event.amount_millicredits, event.analysis_id, None)
+        elif isinstance(event, CreditAccount.ReservationSettled):
+            held = self._close(batch, event.reservation_id, position)
+            row.reserved -= held
+            row.balance -= event.amount_millicredits
+            row.used += event.amount_millicredits
+            history(0, event.reservation_id, "settlement", -event.amount_millicredits, None, event.model)
+            self._usage(batch, position, row.user_id, event.reservation_id, event, at)
+        elif isinstance(event, CreditAccount.ReservationReleased | CreditAccount.ReservationExpired):
+            held = self._close(batch, event.reservation_id, position)
+            row.reserved -= held
+            description = "expired" if isinstance(event, CreditAccount.ReservationExpired) else None
+            history(0, event.reservation_id, "release", held, None, description)
+        elif isinstance(event, CreditAccount.CreditsRemoved):
+            row.balance -= event.amount_millicredits
+            history(
+                0,
+                event.adjustment_id,
+                "adjustment",
+                -event.amount_millicredits,
+                event.removed_by,
+                event.reason,
+            )
+        elif isinstance(event, CreditAccount.CreditsRevoked):
+            row.balance -= event.amount_millicredits
+            history(0, event.revocation_id, event.reason, -event.amount_millicredits, event.reference, None)
+        elif isinstance(event, CreditAccount.Initialized):
+            pass
+        else:
+            raise ProjectionError(f"unknown account event {type(event).__name__} at position {position}")
+        if row.reserved < 0:
+            raise ProjectionError(f"reserved credits of {row.user_id} below zero at position {position}")
+
+    def _close(self, batch: Batch, reservation_id: str, position: int) -> int:
+        if reservation_id in batch.new_holds:
+            held = batch.new_holds.pop(reservation_id)[1]
+            batch.closed_holds[reservation_id] = 0  # Opened and closed in this batch: nothing to delete.
+            return held
+        state = batch.closed_holds.get(reservation_id)
+        if state is None or state >= 0:
+            raise ProjectionError(f"reservation {reservation_id} closed but not open (position {position})")
+        batch.closed_holds[reservation_id] = 1  # Delete it when writing.
+        return -state
+
+    def _usage(self, batch: Batch, position: int, user_id: str, usage_id: str, event: Any, at: datetime) -> None:
+        batch.usage.append(
+            (
+                position,
+                user_id,
+                usage_id,
+                event.tokens,
+                event.input_tokens,
+                event.output_tokens,
+                event.model,
+                getattr(event, "agent_id", None),
+                getattr(event, "analysis_id", None),
+                event.amount_millicredits,
+                event.tokens_per_credit,
+                at,
+            )
+        )
+        for who in (user_id, ""):
+            for granularity, start in (("hour", _hour(at)), ("day", _day(at))):
+                bucket = batch.rollups.setdefault((who, granularity, start), [0, 0, 0])
+                bucket[0] += event.tokens
+                bucket[1] += event.amount_millicredits
+                bucket[2] += 1
+
+    def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO user_credits (user_id, account_id, balance_millicredits, reserved_millicredits,"
+                " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET"
+                " balance_millicredits = EXCLUDED.balance_millicredits,"
+                " reserved_millicredits = EXCLUDED.reserved_millicredits,"
+                " lifetime_purchased_millicredits = EXCLUDED.lifetime_purchased_millicredits,"
+                " lifetime_used_millicredits = EXCLUDED.lifetime_used_millicredits,"
+                " updated_at = EXCLUDED.updated_at, position = EXCLUDED.position",
+                [
+                    (
+                        r.user_id,
+                        r.account_id,
+                        r.balance,
+                        r.reserved,
+                        r.purchased,
+                        r.used,
+                        r.updated_at,
+                        r.position,
+                    )
+                    for r in batch.balances.values()
+                ],
+            )
+            if batch.new_holds:
+                cur.executemany(
+                    "INSERT INTO credit_holds (reservation_id, user_id, held_millicredits, expires_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    [(rid, *hold) for rid, hold in batch.new_holds.items()],
+                )
+            to_delete = [rid for rid, state in batch.closed_holds.items() if state == 1]
+            if to_delete:
+                cur.execute("DELETE FROM credit_holds WHERE reservation_id = ANY(%s)", (to_delete,))
+            if batch.history:
+                with cur.copy(
+                    "COPY credit_transactions (position, seq, id, user_id, kind, amount_millicredits,"
+                    " balance_after_millicredits, occurred_at, reference, description) FROM STDIN"
+                ) as copy:
+                    for record in batch.history:
+                        copy.write_row(record)
+            if batch.usage:
+                with cur.copy(
+                    "COPY token_usage_logs (position, user_id, usage_id, tokens, input_tokens, output_tokens,"
+                    " model, agent_id, analysis_id, amount_millicredits, tokens_per_credit, occurred_at)"
+                    " FROM STDIN"
+                ) as copy:
+                    for record in batch.usage:
+                        copy.write_row(record)
+            if batch.rollups:
+                cur.executemany(
+                    "INSERT INTO usage_rollups (user_id, granularity, bucket_start, tokens, amount_millicredits,"
+                    " events) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, granularity, bucket_start)"
+                    " DO UPDATE SET tokens = usage_rollups.tokens + EXCLUDED.tokens,"
+                    " amount_millicredits = usage_rollups.amount_millicredits + EXCLUDED.amount_millicredits,"
+                    " events = usage_rollups.events + EXCLUDED.events",
+                    [(*key, *values) for key, values in sorted(batch.rollups.items())],
+                )

@@ -1,0 +1,119 @@
+"""The projection worker: catches up in batches, then follows the log as it grows.
+
+Each batch reads up to ``batch_size`` events past the projection's position, applies them, and moves
+the position, all in one transaction. The position row is locked for the batch (``FOR UPDATE``), so even
+two workers on the same projection could never apply an event twice; a PostgreSQL advisory lock keeps
+the second one idle as a standby, and it takes over when the first one's connection goes away.
+The event table's write lock makes commit order equal to position order, so reading "after my
+position" never skips an event that commits later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from typing import Any, Protocol
+
+import psycopg
+from eventsourcing.persistence import JSONTranscoder, StoredEvent
+
+from ledger.mapper import MsgspecMapper
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 1_000
+IDLE_WAIT_SECONDS = 1.0
+STANDBY_POLL_SECONDS = 1.0
+
+
+class Projection(Protocol):
+    name: str
+    tables: tuple[str, ...]
+    topic_prefix: str | tuple[str, ...]
+
+    def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None: ...
+
+
+def lock_key(name: str) -> int:
+    """A stable advisory-lock key per projection name."""
+    return 7_311_000_000 + zlib.crc32(name.encode())
+
+
+class ProjectionRunner:
+    def __init__(self, database_url: str, projection: Projection, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.database_url = database_url
+        self.projection = projection
+        self.batch_size = batch_size
+        self.mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
+        self.error: BaseException | None = None
+        self.active = False
+
+    def run_batch(self, conn: psycopg.Connection[Any]) -> int:
+        """Apply the next batch. Returns how many events were read (0 when caught up)."""
+        name = self.projection.name
+        with conn.transaction():
+            conn.execute("INSERT INTO projection_positions (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            row = conn.execute(
+                "SELECT position FROM projection_positions WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            assert row is not None  # noqa: S101 - inserted just above.
+            rows = conn.execute(
+                "SELECT notification_id, originator_id, originator_version, topic, state FROM ledger_events"
+                " WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+                (row[0], self.batch_size),
+            ).fetchall()
+            if not rows:
+                return 0
+            events = [
+                (position, self.mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state))))
+                for position, oid, version, topic, state in rows
+                if topic.startswith(self.projection.topic_prefix)
+            ]
+            if events:
+                self.projection.apply(conn, events)
+            last = rows[-1]
+            conn.execute(
+                "UPDATE projection_positions SET position = %s, updated_at = now(),"
+                " last_event_at = COALESCE(%s, last_event_at) WHERE name = %s",
+                (last[0], events[-1][1].timestamp if events else None, name),
+            )
+            return len(rows)
+
+    def catch_up(self) -> int:
+        """Apply every event now in the log. Returns how many were read."""
+        total = 0
+        with psycopg.connect(self.database_url) as conn:
+            while count := self.run_batch(conn):
+                total += count
+        return total
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Stand by until this process holds the projection's lock, then follow the log until stopped.
+
+        Any error stops the projection (fail-stop) and is kept in ``error`` for readiness to report.
+        """
+        try:
+            with psycopg.connect(self.database_url, autocommit=True) as lock_conn:
+                while not stop.is_set():
+                    held = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.projection.name),))
+                    if held.fetchone() == (True,):
+                        break
+                    stop.wait(STANDBY_POLL_SECONDS)
+                if stop.is_set():
+                    return
+                self.active = True
+                log.info("projection %s active", self.projection.name)
+                lock_conn.execute("LISTEN ledger_events")
+                with psycopg.connect(self.database_url) as conn:
+                    while not stop.is_set():
+                        if self.run_batch(conn):
+                            continue
+                        for _ in lock_conn.notifies(timeout=IDLE_WAIT_SECONDS, stop_after=1):
+                            pass
+        except BaseException as error:
+            self.error = error
+            log.exception("projection %s stopped", self.projection.name)
+            raise
+        finally:
+            self.active = False

@@ -1,0 +1,85 @@
+"""Recompute every account from its events and compare with the balances view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import JSONTranscoder, StoredEvent
+
+from ledger.account import CreditAccount
+from ledger.mapper import MsgspecMapper
+
+FIELDS = (
+    "balance_millicredits",
+    "reserved_millicredits",
+    "lifetime_purchased_millicredits",
+    "lifetime_used_millicredits",
+)
+
+
+def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tuple[int, int, int, int]]:
+    mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
+    users: dict[Any, str] = {}
+    totals: dict[Any, list[int]] = {}
+    holds: dict[str, int] = {}
+    with conn.cursor(name="verify_scan") as cursor:
+        cursor.execute(
+            "SELECT originator_id, originator_version, topic, state FROM ledger_events"
+            " WHERE topic LIKE 'ledger.CreditAccount.%%' AND notification_id <= %s ORDER BY notification_id",
+            (up_to,),
+        )
+        for oid, version, topic, state in cursor:
+            event = mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state)))
+            if isinstance(event, CreditAccount.Opened):
+                users[oid] = event.user_id
+                totals[oid] = [0, 0, 0, 0]
+                continue
+            t = totals[oid]
+            amount = getattr(event, "amount_millicredits", 0)
+            if isinstance(event, CreditAccount.CreditsGranted):
+                t[0] += amount
+                t[2] += amount if event.source == "purchase" else 0
+            elif isinstance(event, CreditAccount.CreditsDebited):
+                t[0] -= amount
+                t[3] += amount
+            elif isinstance(event, CreditAccount.CreditsReserved):
+                holds[event.reservation_id] = amount
+                t[1] += amount
+            elif isinstance(event, CreditAccount.ReservationSettled):
+                t[1] -= holds.pop(event.reservation_id)
+                t[0] -= amount
+                t[3] += amount
+            elif isinstance(event, CreditAccount.ReservationReleased | CreditAccount.ReservationExpired):
+                t[1] -= holds.pop(event.reservation_id)
+            elif isinstance(event, CreditAccount.CreditsRemoved | CreditAccount.CreditsRevoked):
+                t[0] -= amount
+    return {users[oid]: (t[0], t[1], t[2], t[3]) for oid, t in totals.items()}
+
+
+def verify(database_url: str) -> list[str]:
+    """Every difference between the events and the balances view, as readable lines (empty: all agree)."""
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        row = conn.execute("SELECT position FROM projection_positions WHERE name = 'accounts'").fetchone()
+        position = row[0] if row else 0
+        expected = expected_balances(conn, position)
+        actual = {
+            r[0]: tuple(r[1:])
+            for r in conn.execute(
+                "SELECT user_id, balance_millicredits, reserved_millicredits, lifetime_purchased_millicredits,"
+                " lifetime_used_millicredits FROM user_credits"
+            ).fetchall()
+        }
+    differences = []
+    for user in sorted(expected.keys() | actual.keys()):
+        want, have = expected.get(user), actual.get(user)
+        if want != have:
+            differences.append(f"{user}: events say {_fmt(want)}, view says {_fmt(have)}")
+    return differences
+
+
+def _fmt(values: tuple[Any, ...] | None) -> str:
+    if values is None:
+        return "nothing"
+    return ", ".join(f"{name}={value}" for name, value in zip(FIELDS, values, strict=True))

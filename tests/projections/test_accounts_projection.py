@@ -1,0 +1,194 @@
+"""The accounts projection: exact rows for a scripted history, batching-independent, verified, fail-stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.application import Ledger
+from ledger.commands import (
+    AdjustCredits,
+    DebitUsage,
+    GrantCredits,
+    ReleaseReservation,
+    ReserveCredits,
+    RevokeCredits,
+    SettleReservation,
+)
+from projections.accounts import AccountsProjection, ProjectionError
+from projections.runner import ProjectionRunner
+from projections.verify import verify
+from tests.conftest import T0
+from tests.ledger.test_properties import run, step
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
+def script(ledger: Ledger) -> None:
+    ledger.grant_credits(
+        GrantCredits(user_id="u1", amount_millicredits=500_000, source="purchase", reference="cs_1"),
+        idempotency=None,
+        now=T0,
+    )
+    hold = ledger.reserve_credits(
+        ReserveCredits(user_id="u1", estimated_tokens=200_000, ttl_seconds=60), idempotency=None, now=T0
+    )
+    ledger.debit_usage(
+        DebitUsage(user_id="u1", tokens=1_000, model="gemini", analysis_id="an-1"), idempotency=None, now=T0
+    )
+    second = ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=100_000), idempotency=None, now=T0)
+    ledger.settle_reservation(
+        SettleReservation(user_id="u1", reservation_id=second.reservation_id, tokens=50_000), idempotency=None, now=T0
+    )
+    ledger.debit_usage(DebitUsage(user_id="u1", tokens=1_000), idempotency=None, now=T0 + timedelta(hours=1))
+    ledger.adjust_credits(
+        AdjustCredits(user_id="u1", amount_millicredits=-8_000, reason="fix", admin_id="ops"),
+        idempotency=None,
+        now=T0 + timedelta(hours=1),
+    )
+    ledger.revoke_credits(
+        RevokeCredits(user_id="u1", amount_millicredits=40_000, reason="refund", reference="ch_1"),
+        idempotency=None,
+        now=T0 + timedelta(hours=1),
+    )
+    third = ledger.reserve_credits(
+        ReserveCredits(user_id="u1", estimated_tokens=1_000), idempotency=None, now=T0 + timedelta(hours=1)
+    )
+    ledger.release_reservation(
+        ReleaseReservation(user_id="u1", reservation_id=third.reservation_id),
+        idempotency=None,
+        now=T0 + timedelta(hours=1),
+    )
+    del hold
+
+
+def test_a_scripted_history_gives_exact_rows(pg_ledger: Ledger, clean_database: str) -> None:
+    script(pg_ledger)
+    ProjectionRunner(clean_database, AccountsProjection()).catch_up()
+    assert rows(
+        clean_database,
+        "SELECT user_id, balance_millicredits, reserved_millicredits,"
+        " lifetime_purchased_millicredits, lifetime_used_millicredits FROM user_credits",
+    ) == [("u1", 400_000, 0, 500_000, 52_000)]
+    assert rows(
+        clean_database,
+        "SELECT kind, amount_millicredits, balance_after_millicredits, description"
+        " FROM credit_transactions ORDER BY position",
+    ) == [
+        ("purchase", 500_000, 500_000, None),
+        ("reservation", -200_000, 500_000, None),
+        ("debit", -1_000, 499_000, "gemini"),
+        ("reservation", -100_000, 499_000, None),
+        ("settlement", -50_000, 449_000, None),
+        ("release", 200_000, 449_000, "expired"),
+        ("debit", -1_000, 448_000, None),
+        ("adjustment", -8_000, 440_000, "fix"),
+        ("refund", -40_000, 400_000, None),
+        ("reservation", -1_000, 400_000, None),
+        ("release", 1_000, 400_000, None),
+    ]
+    assert rows(clean_database, "SELECT count(*) FROM credit_holds") == [(0,)]
+    assert rows(
+        clean_database,
+        "SELECT user_id, granularity, tokens, amount_millicredits, events FROM usage_rollups"
+        " ORDER BY user_id, granularity, bucket_start",
+    ) == [
+        ("", "day", 52_000, 52_000, 3),
+        ("", "hour", 51_000, 51_000, 2),
+        ("", "hour", 1_000, 1_000, 1),
+        ("u1", "day", 52_000, 52_000, 3),
+        ("u1", "hour", 51_000, 51_000, 2),
+        ("u1", "hour", 1_000, 1_000, 1),
+    ]
+    assert verify(clean_database) == []
+
+
+def _views(url: str) -> list[list[tuple[Any, ...]]]:
+    return [
+        rows(url, "SELECT * FROM user_credits ORDER BY user_id"),
+        rows(url, "SELECT * FROM credit_holds ORDER BY reservation_id"),
+        rows(url, "SELECT * FROM credit_transactions ORDER BY position, seq"),
+        rows(url, "SELECT * FROM token_usage_logs ORDER BY position"),
+        rows(url, "SELECT * FROM usage_rollups ORDER BY user_id, granularity, bucket_start"),
+    ]
+
+
+def test_rebuilding_in_other_batch_sizes_gives_the_same_rows(pg_ledger: Ledger, clean_database: str) -> None:
+    script(pg_ledger)
+    run(pg_ledger, "u2", [("grant", 300_000), ("reserve", 100_000), ("debit", 5), ("settle", 7), ("wait", 999)])
+    ProjectionRunner(clean_database, AccountsProjection(), batch_size=1).catch_up()
+    incremental = _views(clean_database)
+    with psycopg.connect(clean_database, autocommit=True) as conn:
+        conn.execute("TRUNCATE user_credits, credit_holds, credit_transactions, token_usage_logs, usage_rollups")
+        conn.execute("DELETE FROM projection_positions WHERE name = 'accounts'")
+    ProjectionRunner(clean_database, AccountsProjection(), batch_size=500).catch_up()
+    assert _views(clean_database) == incremental
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(histories=st.lists(st.lists(step, min_size=1, max_size=15), min_size=1, max_size=4))
+def test_after_random_commands_the_view_equals_the_events(
+    pg_ledger: Ledger, clean_database: str, histories: list[list[tuple[str, int]]]
+) -> None:
+    for n, steps in enumerate(histories):
+        run(pg_ledger, f"prop-view-{time.monotonic_ns()}-{n}", steps)
+    ProjectionRunner(clean_database, AccountsProjection(), batch_size=7).catch_up()
+    assert verify(clean_database) == []
+
+
+def test_an_event_the_view_contradicts_stops_the_projection(pg_ledger: Ledger, clean_database: str) -> None:
+    pg_ledger.grant_credits(
+        GrantCredits(user_id="u1", amount_millicredits=500, source="admin"), idempotency=None, now=T0
+    )
+    runner = ProjectionRunner(clean_database, AccountsProjection())
+    runner.catch_up()
+    with psycopg.connect(clean_database, autocommit=True) as conn:
+        conn.execute("DELETE FROM user_credits")  # The view no longer knows the account.
+        before = conn.execute("SELECT position FROM projection_positions WHERE name = 'accounts'").fetchone()
+    pg_ledger.debit_usage(DebitUsage(user_id="u1", tokens=1), idempotency=None, now=T0)
+    with pytest.raises(ProjectionError):
+        runner.catch_up()
+    after = rows(clean_database, "SELECT position FROM projection_positions WHERE name = 'accounts'")
+    assert after == [before]
+    assert verify(clean_database)  # And verify names the difference.
+
+
+def test_two_workers_one_active_and_the_standby_takes_over(pg_ledger: Ledger, clean_database: str) -> None:
+    first, second = (ProjectionRunner(clean_database, AccountsProjection()) for _ in range(2))
+    stop_first, stop_second = threading.Event(), threading.Event()
+    threads = [
+        threading.Thread(target=first.run_forever, args=(stop_first,), daemon=True),
+        threading.Thread(target=second.run_forever, args=(stop_second,), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not (first.active or second.active) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # Long enough for the standby to have tried the lock again.
+    assert first.active != second.active
+    active_stop, standby = (stop_first, second) if first.active else (stop_second, first)
+    active_stop.set()
+    pg_ledger.grant_credits(
+        GrantCredits(user_id="late", amount_millicredits=7, source="admin"), idempotency=None, now=T0
+    )
+    deadline = time.monotonic() + 10
+    while rows(clean_database, "SELECT count(*) FROM user_credits WHERE user_id = 'late'") != [(1,)]:
+        assert time.monotonic() < deadline, "the standby did not take over within 10 s"
+        time.sleep(0.1)
+    assert standby.active
+    stop_first.set()
+    stop_second.set()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert verify(clean_database) == []
