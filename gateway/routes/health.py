@@ -22,6 +22,33 @@ class Readiness(msgspec.Struct, frozen=True):
     checks: dict[str, Any]
 
 
+# Counting unapplied events stops here: past it the projection is far behind whatever the exact number.
+LAG_COUNT_LIMIT = 100_000
+
+
+async def _projection_lag(pool: Any, max_lag_seconds: int) -> dict[str, dict[str, Any]]:
+    """Each projection's lag: events not yet applied, and seconds since it last moved while behind."""
+    lags: dict[str, dict[str, Any]] = {}
+    rows = await pool.fetch(
+        "SELECT name, position, extract(epoch FROM now() - updated_at)::float8 AS idle_seconds"
+        " FROM projection_positions ORDER BY name"
+    )
+    for row in rows:
+        behind = await pool.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM ledger_events WHERE notification_id > $1 LIMIT $2) AS pending",
+            row["position"],
+            LAG_COUNT_LIMIT,
+        )
+        lag_seconds = round(row["idle_seconds"], 3) if behind else 0.0
+        lags[row["name"]] = {
+            "status": "ok" if lag_seconds <= max_lag_seconds else "lagging",
+            "lag_events": behind,
+            "lag_seconds": lag_seconds,
+            "position": row["position"],
+        }
+    return lags
+
+
 class HealthController(Controller):
     path = "/health"
     tags = ["Operations"]  # noqa: RUF012 - Litestar reads a list here.
@@ -39,7 +66,9 @@ class HealthController(Controller):
             checks["database"] = "ok"
         except (OSError, TimeoutError, Exception) as error:  # noqa: BLE001 - any failure means not ready.
             checks["database"] = f"unavailable: {type(error).__name__}"
-        ok = all(value == "ok" for value in checks.values())
+        if checks["database"] == "ok":
+            checks["projections"] = await _projection_lag(state.pool, state.settings.ready_max_lag_seconds)
+        ok = checks["database"] == "ok" and all(lag["status"] == "ok" for lag in checks.get("projections", {}).values())
         return Response(
             Readiness(status="ok" if ok else "unavailable", checks=checks),
             status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
