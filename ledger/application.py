@@ -40,7 +40,13 @@ from ledger.commands import (
     SettleReservation,
 )
 from ledger.config import DEFAULT_PACKAGES, BillingConfig, BillingSettings, Package, PackageCatalogue
-from ledger.errors import ConcurrencyError, IdempotencyConflictError, InvalidCommandError, LedgerError
+from ledger.errors import (
+    ConcurrencyError,
+    IdempotencyConflictError,
+    InvalidCommandError,
+    LedgerError,
+    NotFoundError,
+)
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID, account_id, derived_id, request_id
 from ledger.receipts import (
@@ -377,7 +383,7 @@ class Ledger(Application):  # type: ignore[type-arg]
         try:
             catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
         except AggregateNotFoundError:
-            catalogue = PackageCatalogue.open(datetime.now().astimezone())
+            raise NotFoundError("package", package_id) from None
         return catalogue.get(package_id)
 
     def add_package(self, package: Package, *, added_by: str, now: datetime) -> tuple[Package, int]:
