@@ -358,32 +358,24 @@ class CreditAccount(Aggregate):
 
     def _require_quota(self, tokens: int, settings: BillingSettings, now: datetime) -> None:
         now_us = to_us(now)
-        minute, hour = now_us // MINUTE_US, now_us // HOUR_US
         in_hour, in_day = self.tokens_used(now)
-        if in_hour + tokens > settings.hourly_token_limit:
-            raise _quota_error(
-                "hour",
-                settings.hourly_token_limit,
-                in_hour,
-                tokens,
-                self.minute_usage,
-                first_bucket=minute - HOUR_WINDOW_MINUTES + 1,
-                bucket_us=MINUTE_US,
-                window_buckets=HOUR_WINDOW_MINUTES,
-                now_us=now_us,
-            )
-        if in_day + tokens > settings.daily_token_limit:
-            raise _quota_error(
-                "day",
-                settings.daily_token_limit,
-                in_day,
-                tokens,
-                self.hour_usage,
-                first_bucket=hour - DAY_WINDOW_HOURS + 1,
-                bucket_us=HOUR_US,
-                window_buckets=DAY_WINDOW_HOURS,
-                now_us=now_us,
-            )
+        windows: tuple[tuple[QuotaWindow, int, int, list[list[int]], int, int], ...] = (
+            ("hour", settings.hourly_token_limit, in_hour, self.minute_usage, MINUTE_US, HOUR_WINDOW_MINUTES),
+            ("day", settings.daily_token_limit, in_day, self.hour_usage, HOUR_US, DAY_WINDOW_HOURS),
+        )
+        for window, limit, used, buckets, bucket_us, window_buckets in windows:
+            if used + tokens > limit:
+                raise _quota_error(
+                    window,
+                    limit,
+                    used,
+                    tokens,
+                    buckets,
+                    first_bucket=now_us // bucket_us - window_buckets + 1,
+                    bucket_us=bucket_us,
+                    window_buckets=window_buckets,
+                    now_us=now_us,
+                )
 
     def _open_hold(self, reservation_id: str, now: datetime) -> list[int]:
         hold = self.holds.get(reservation_id)
