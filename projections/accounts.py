@@ -9,6 +9,7 @@ hold that was never opened) stops the projection: a view is never silently wrong
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,8 @@ class BalanceRow:
     used: int = 0
     updated_at: datetime | None = None
     position: int = 0
+    # What the view held before this batch (None for an account first seen in it), for the totals.
+    stored: tuple[int, int] | None = None
 
 
 @dataclass
@@ -59,6 +62,7 @@ def _day(moment: datetime) -> datetime:
 class AccountsProjection:
     name = "accounts"
     tables: tuple[str, ...] = (
+        "account_totals",
         "user_credits",
         "credit_holds",
         "credit_transactions",
@@ -83,7 +87,9 @@ class AccountsProjection:
             (ids,),
         ).fetchall()
         for row in rows:
-            batch.balances[row[1]] = BalanceRow(*row)
+            balance_row = BalanceRow(*row)
+            balance_row.stored = (balance_row.balance, balance_row.reserved)
+            batch.balances[row[1]] = balance_row
         closing = [
             e.reservation_id
             for _, e in events
@@ -225,6 +231,17 @@ class AccountsProjection:
 
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
         with conn.cursor() as cur:
+            circulation, with_balance, reserved = _totals_change(batch.balances.values())
+            # The row is created empty first: a CHECK applies to an INSERT's proposed row even when it
+            # turns into an update, and a batch's change may well be negative.
+            cur.execute("INSERT INTO account_totals VALUES ('all', 0, 0, 0) ON CONFLICT (name) DO NOTHING")
+            cur.execute(
+                "UPDATE account_totals SET"
+                " credits_in_circulation_millicredits = credits_in_circulation_millicredits + %s,"
+                " users_with_balance = users_with_balance + %s, reserved_millicredits = reserved_millicredits + %s"
+                " WHERE name = 'all'",
+                (circulation, with_balance, reserved),
+            )
             cur.executemany(
                 "INSERT INTO user_credits (user_id, account_id, balance_millicredits, reserved_millicredits,"
                 " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position)"
@@ -281,3 +298,14 @@ class AccountsProjection:
                     " events = usage_rollups.events + EXCLUDED.events",
                     [(*key, *values) for key, values in sorted(batch.rollups.items())],
                 )
+
+
+def _totals_change(rows: Iterable[BalanceRow]) -> tuple[int, int, int]:
+    """How a batch moves the totals: circulation counts positive balances only (see migration 0003)."""
+    circulation = with_balance = reserved = 0
+    for row in rows:
+        old_balance, old_reserved = row.stored or (0, 0)
+        circulation += max(row.balance, 0) - max(old_balance, 0)
+        with_balance += (row.balance > 0) - (old_balance > 0)
+        reserved += row.reserved - old_reserved
+    return circulation, with_balance, reserved

@@ -71,11 +71,25 @@ def verify(database_url: str) -> list[str]:
                 " lifetime_used_millicredits FROM user_credits"
             ).fetchall()
         }
+        totals = conn.execute(
+            "SELECT credits_in_circulation_millicredits, users_with_balance, reserved_millicredits FROM account_totals"
+        ).fetchone() or (0, 0, 0)
     differences = []
     for user in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(user), actual.get(user)
         if want != have:
             differences.append(f"{user}: events say {_fmt(want)}, view says {_fmt(have)}")
+    expected_totals = (
+        sum(max(balance, 0) for balance, *_ in expected.values()),
+        sum(1 for balance, *_ in expected.values() if balance > 0),
+        sum(reserved for _, reserved, *_ in expected.values()),
+    )
+    if tuple(totals) != expected_totals:
+        differences.append(
+            "totals: events say circulation={}, users_with_balance={}, reserved={}; view says {}, {}, {}".format(
+                *expected_totals, *totals
+            )
+        )
     return differences
 
 

@@ -120,6 +120,7 @@ def _views(url: str) -> list[list[tuple[Any, ...]]]:
         rows(url, "SELECT * FROM credit_transactions ORDER BY position, seq"),
         rows(url, "SELECT * FROM token_usage_logs ORDER BY position"),
         rows(url, "SELECT * FROM usage_rollups ORDER BY user_id, granularity, bucket_start"),
+        rows(url, "SELECT * FROM account_totals"),
     ]
 
 
@@ -129,7 +130,7 @@ def test_rebuilding_in_other_batch_sizes_gives_the_same_rows(pg_ledger: Ledger, 
     ProjectionRunner(clean_database, AccountsProjection(), batch_size=1).catch_up()
     incremental = _views(clean_database)
     with psycopg.connect(clean_database, autocommit=True) as conn:
-        conn.execute("TRUNCATE user_credits, credit_holds, credit_transactions, token_usage_logs, usage_rollups")
+        conn.execute(f"TRUNCATE {', '.join(AccountsProjection.tables)}")  # type: ignore[arg-type]
         conn.execute("DELETE FROM projection_positions WHERE name = 'accounts'")
     ProjectionRunner(clean_database, AccountsProjection(), batch_size=500).catch_up()
     assert _views(clean_database) == incremental

@@ -1,0 +1,421 @@
+"""Everything the gateway and the dashboards read, as asyncpg queries returning typed msgspec Structs.
+
+The views can be a few milliseconds behind the log. A caller that must see its own write passes the
+receipt's position to ``wait_for_position`` first. Lists use keyset pagination: the cursor is the sort key
+of the last row returned, so a page never skips or repeats a row while new rows arrive at the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+import msgspec
+
+from ledger.amounts import MILLICREDITS_PER_CREDIT, credits_text
+from ledger.config import BillingSettings
+from ledger.errors import InvalidCommandError
+
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 500
+# Usage series are bounded so one request cannot ask for millions of buckets.
+MAX_USAGE_RANGE: Final = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+DEFAULT_USAGE_RANGE: Final = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
+STATS_WINDOW: Final = timedelta(days=30)
+# Polling the position table is a primary-key read; a millisecond apart keeps read-your-writes tight
+# without loading the database (the library's own wait backs off to 100 ms and more).
+POLL_INTERVAL_SECONDS: Final = 0.001
+MAX_POLL_INTERVAL_SECONDS: Final = 0.01
+
+Granularity = Literal["hour", "day"]
+UserOrder = Literal["balance_desc", "updated_desc"]
+
+
+class BalanceView(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    balance_millicredits: int
+    reserved_millicredits: int
+    available_millicredits: int
+    balance_credits: str
+    updated_at: datetime | None
+
+
+class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: str
+    amount_millicredits: int
+    balance_after_millicredits: int
+    occurred_at: datetime
+    reference: str | None
+    description: str | None
+
+
+class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[HistoryItem]
+    next_cursor: str | None
+
+
+class UsageBucket(msgspec.Struct, frozen=True, kw_only=True):
+    start: datetime
+    tokens: int
+    amount_millicredits: int
+    events: int
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
+    granularity: Granularity
+    buckets: list[UsageBucket]
+    total_tokens: int
+    total_millicredits: int
+
+
+class UserBalance(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    balance_millicredits: int
+    reserved_millicredits: int
+    lifetime_purchased_millicredits: int
+    lifetime_used_millicredits: int
+    updated_at: datetime
+
+
+class UserPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[UserBalance]
+    next_cursor: str | None
+
+
+class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
+    credits_in_circulation_millicredits: int
+    potential_tokens: int
+    api_monthly_limit_tokens: int
+    api_usage_percent: float
+    alert_threshold_percent: int
+    sales_paused: bool
+    tokens_used_30d: int
+    analyses_30d: int
+    users_with_balance: int
+    reserved_millicredits: int
+    as_of: datetime
+
+
+class BalanceAsOf(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    balance_millicredits: int
+    balance_credits: str
+    as_of: datetime
+    position: int | None
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True):
+    amount_minor: int
+    currency: str
+
+
+class PackageView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    credits: int
+    price: Price
+    active: bool
+
+
+class AdminPackageView(PackageView, frozen=True, kw_only=True):
+    stripe_price_id: str | None
+    updated_at: datetime
+
+
+# Cursors: opaque to callers, a base64 of the last row's sort key to us.
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, types: type[Any]) -> Any:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return msgspec.json.decode(raw, type=types)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise InvalidCommandError("cursor", "is not a cursor this list returned") from None
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidCommandError("limit", f"must be from 1 to {MAX_PAGE_SIZE}")
+    return limit
+
+
+# User reads.
+
+
+async def balance(pool: Any, user_id: str, *, now: datetime) -> BalanceView:
+    """The user's balance; holds past their expiry no longer count, even before the sweeper runs."""
+    row = await pool.fetchrow(
+        "SELECT u.balance_millicredits, u.updated_at,"
+        " (SELECT coalesce(sum(h.held_millicredits), 0)::bigint FROM credit_holds h"
+        "  WHERE h.user_id = u.user_id AND h.expires_at > $2) AS reserved"
+        " FROM user_credits u WHERE u.user_id = $1",
+        user_id,
+        now,
+    )
+    if row is None:
+        return BalanceView(
+            user_id=user_id,
+            balance_millicredits=0,
+            reserved_millicredits=0,
+            available_millicredits=0,
+            balance_credits=credits_text(0),
+            updated_at=None,
+        )
+    return BalanceView(
+        user_id=user_id,
+        balance_millicredits=row["balance_millicredits"],
+        reserved_millicredits=row["reserved"],
+        available_millicredits=row["balance_millicredits"] - row["reserved"],
+        balance_credits=credits_text(row["balance_millicredits"]),
+        updated_at=row["updated_at"],
+    )
+
+
+async def history(pool: Any, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> HistoryPage:
+    """The user's movements, newest first."""
+    limit = _limit(limit)
+    after = decode_cursor(cursor, tuple[int, int]) if cursor else (2**63 - 1, 0)
+    rows = await pool.fetch(
+        "SELECT position, seq, id, kind, amount_millicredits, balance_after_millicredits, occurred_at,"
+        " reference, description FROM credit_transactions"
+        " WHERE user_id = $1 AND (position, seq) < ($2, $3) ORDER BY position DESC, seq DESC LIMIT $4",
+        user_id,
+        after[0],
+        after[1],
+        limit + 1,
+    )
+    items = [
+        HistoryItem(
+            id=r["id"],
+            kind=r["kind"],
+            amount_millicredits=r["amount_millicredits"],
+            balance_after_millicredits=r["balance_after_millicredits"],
+            occurred_at=r["occurred_at"],
+            reference=r["reference"],
+            description=r["description"],
+        )
+        for r in rows[:limit]
+    ]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return HistoryPage(items=items, next_cursor=encode_cursor([last["position"], last["seq"]]) if last else None)
+
+
+async def balance_as_of(pool: Any, user_id: str, at: datetime) -> BalanceAsOf:
+    """The balance the user had at a past moment: the balance after the last movement at or before it."""
+    row = await pool.fetchrow(
+        "SELECT balance_after_millicredits, position FROM credit_transactions"
+        " WHERE user_id = $1 AND occurred_at <= $2 ORDER BY occurred_at DESC, position DESC, seq DESC LIMIT 1",
+        user_id,
+        at,
+    )
+    amount = row["balance_after_millicredits"] if row else 0
+    return BalanceAsOf(
+        user_id=user_id,
+        balance_millicredits=amount,
+        balance_credits=credits_text(amount),
+        as_of=at,
+        position=row["position"] if row else None,
+    )
+
+
+async def usage(
+    pool: Any,
+    user_id: str,
+    *,
+    granularity: Granularity,
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+) -> UsageReport:
+    """Token usage in hourly or daily buckets, oldest first, with empty buckets filled with zeros."""
+    step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
+    end = end or now
+    start = start or end - DEFAULT_USAGE_RANGE[granularity]
+    if start >= end:
+        raise InvalidCommandError("from", "must be before to")
+    if end - start > MAX_USAGE_RANGE[granularity]:
+        raise InvalidCommandError("from", f"the range is at most {MAX_USAGE_RANGE[granularity].days} days")
+    first = _truncate(start, granularity)
+    rows = await pool.fetch(
+        "SELECT bucket_start, tokens, amount_millicredits, events FROM usage_rollups"
+        " WHERE user_id = $1 AND granularity = $2 AND bucket_start >= $3 AND bucket_start < $4"
+        " ORDER BY bucket_start",
+        user_id,
+        granularity,
+        first,
+        end,
+    )
+    found = {r["bucket_start"]: r for r in rows}
+    buckets = []
+    moment = first
+    while moment < end:
+        r = found.get(moment)
+        buckets.append(
+            UsageBucket(
+                start=moment,
+                tokens=r["tokens"] if r else 0,
+                amount_millicredits=r["amount_millicredits"] if r else 0,
+                events=r["events"] if r else 0,
+            )
+        )
+        moment += step
+    return UsageReport(
+        granularity=granularity,
+        buckets=buckets,
+        total_tokens=sum(b.tokens for b in buckets),
+        total_millicredits=sum(b.amount_millicredits for b in buckets),
+    )
+
+
+def _truncate(moment: datetime, granularity: Granularity) -> datetime:
+    moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0) if granularity == "day" else moment
+
+
+# Admin reads.
+
+
+async def users(
+    pool: Any, *, order: UserOrder = "balance_desc", limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+) -> UserPage:
+    limit = _limit(limit)
+    columns = (
+        "user_id, balance_millicredits, reserved_millicredits, lifetime_purchased_millicredits,"
+        " lifetime_used_millicredits, updated_at"
+    )
+    if order == "balance_desc":
+        after_balance, after_user = decode_cursor(cursor, tuple[int, str]) if cursor else (None, None)
+        rows = await pool.fetch(
+            f"SELECT {columns} FROM user_credits"  # noqa: S608 - a constant column list.
+            " WHERE $1::bigint IS NULL OR (balance_millicredits, user_id) < ($1, $2)"
+            " ORDER BY balance_millicredits DESC, user_id DESC LIMIT $3",
+            after_balance,
+            after_user,
+            limit + 1,
+        )
+    else:
+        after_us, after_user = decode_cursor(cursor, tuple[int, str]) if cursor else (None, None)
+        rows = await pool.fetch(
+            f"SELECT {columns} FROM user_credits"  # noqa: S608 - a constant column list.
+            " WHERE $1::timestamptz IS NULL OR (updated_at, user_id) < ($1, $2)"
+            " ORDER BY updated_at DESC, user_id DESC LIMIT $3",
+            _from_us(after_us) if after_us is not None else None,
+            after_user,
+            limit + 1,
+        )
+    items = [UserBalance(**dict(r)) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        key = last.balance_millicredits if order == "balance_desc" else _to_us(last.updated_at)
+        next_cursor = encode_cursor([key, last.user_id])
+    return UserPage(items=items, next_cursor=next_cursor)
+
+
+def _to_us(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(value: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
+
+
+async def billing_settings(pool: Any) -> BillingSettings:
+    """The billing configuration from its view (defaults for anything not projected yet)."""
+    rows = await pool.fetch("SELECT key, value FROM billing_config")
+    known = set(BillingSettings.__struct_fields__)
+    return BillingSettings(**{r["key"]: r["value"] for r in rows if r["key"] in known})
+
+
+async def system_stats(pool: Any, *, now: datetime) -> SystemStats:
+    """The admin dashboard's figures: what was sold against what the upstream API allows."""
+    settings = await billing_settings(pool)
+    totals = await pool.fetchrow(
+        "SELECT credits_in_circulation_millicredits, users_with_balance, reserved_millicredits"
+        " FROM account_totals WHERE name = 'all'"
+    )
+    since = now - STATS_WINDOW
+    tokens_30d = await pool.fetchval(
+        "SELECT coalesce(sum(tokens), 0)::bigint FROM usage_rollups"
+        " WHERE user_id = '' AND granularity = 'hour' AND bucket_start >= $1 AND bucket_start <= $2",
+        _truncate(since, "hour"),
+        now,
+    )
+    analyses_30d = await pool.fetchval(
+        "SELECT count(DISTINCT analysis_id) FROM token_usage_logs"
+        " WHERE occurred_at > $1 AND occurred_at <= $2 AND analysis_id IS NOT NULL",
+        since,
+        now,
+    )
+    circulation = totals["credits_in_circulation_millicredits"] if totals else 0
+    potential = circulation * settings.tokens_per_credit // MILLICREDITS_PER_CREDIT
+    # Basis points in integers, then one rounding for display: the comparison itself stays exact.
+    basis_points = potential * 10_000 // settings.api_monthly_limit_tokens
+    return SystemStats(
+        credits_in_circulation_millicredits=circulation,
+        potential_tokens=potential,
+        api_monthly_limit_tokens=settings.api_monthly_limit_tokens,
+        api_usage_percent=basis_points / 100,
+        alert_threshold_percent=settings.alert_threshold_percent,
+        sales_paused=potential * 100 >= settings.alert_threshold_percent * settings.api_monthly_limit_tokens,
+        tokens_used_30d=tokens_30d,
+        analyses_30d=analyses_30d,
+        users_with_balance=totals["users_with_balance"] if totals else 0,
+        reserved_millicredits=totals["reserved_millicredits"] if totals else 0,
+        as_of=now,
+    )
+
+
+async def packages(pool: Any, *, active_only: bool) -> list[AdminPackageView]:
+    rows = await pool.fetch(
+        "SELECT id, name, credits, price_amount_minor, currency, active, stripe_price_id, updated_at"
+        " FROM credit_packages WHERE active OR NOT $1 ORDER BY price_amount_minor, id",
+        active_only,
+    )
+    return [
+        AdminPackageView(
+            id=r["id"],
+            name=r["name"],
+            credits=r["credits"],
+            price=Price(amount_minor=r["price_amount_minor"], currency=r["currency"]),
+            active=r["active"],
+            stripe_price_id=r["stripe_price_id"],
+            updated_at=r["updated_at"],
+        )
+        for r in rows
+    ]
+
+
+# Read-your-writes.
+
+
+async def wait_for_position(
+    pool: Any, position: int, *, names: tuple[str, ...] = ("accounts",), timeout_seconds: float = 2.0
+) -> bool:
+    """Wait until every named projection has applied the log up to ``position``. False on timeout."""
+    if position <= 0:
+        return True
+    deadline = time.monotonic() + timeout_seconds
+    interval = POLL_INTERVAL_SECONDS
+    while True:
+        reached = await pool.fetchval(
+            "SELECT count(*) FROM projection_positions WHERE name = ANY($1::text[]) AND position >= $2",
+            list(names),
+            position,
+        )
+        if reached == len(names):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, MAX_POLL_INTERVAL_SECONDS)
