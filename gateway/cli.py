@@ -1,4 +1,4 @@
-"""The ``ledger`` command line: serve, migrate, seed, token."""
+"""The ``ledger`` command line: serve, migrate, seed, project, verify, rebuild, token."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jwt
 
@@ -32,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("seed", help="create the default billing configuration and packages")
     commands.add_parser("project", help="run the projection worker (a second one stands by)")
     commands.add_parser("verify", help="recompute every balance from the events and compare with the view")
+    rebuild = commands.add_parser("rebuild", help="rebuild projections from the first event, then switch")
+    rebuild.add_argument("name", nargs="?", help="one projection (default: all)")
 
     token = commands.add_parser("token", help="mint a JWT for development and tests")
     token.add_argument("--role", choices=ROLES, required=True)
@@ -52,36 +54,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args.host, args.port, args.workers)
     database = Database(settings)
     try:
-        if args.command == "migrate":
-            from migrations import apply_migrations  # noqa: PLC0415
-
-            applied = apply_migrations(database.url)
-            print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
-        elif args.command == "project":
-            return _project(database.url)
-        elif args.command == "verify":
-            from projections.verify import verify  # noqa: PLC0415
-
-            differences = verify(database.url)
-            for line in differences:
-                print(line)
-            print(f"{len(differences)} difference(s)")
-            return 1 if differences else 0
-        elif args.command == "seed":
-            ledger = build_ledger(settings, database.url)
-            try:
-                print("seeded" if ledger.seed(now=utc_now()) else "already seeded")
-            finally:
-                ledger.close()
+        return DATABASE_COMMANDS[args.command](settings, database.url, args)
     finally:
         database.stop()
+
+
+def _migrate(_: Settings, database_url: str, __: argparse.Namespace) -> int:
+    from migrations import apply_migrations  # noqa: PLC0415
+
+    applied = apply_migrations(database_url)
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
     return 0
 
 
-def _project(database_url: str) -> int:
+def _seed(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
+    ledger = build_ledger(settings, database_url)
+    try:
+        print("seeded" if ledger.seed(now=utc_now()) else "already seeded")
+    finally:
+        ledger.close()
+    return 0
+
+
+def _verify(_: Settings, database_url: str, __: argparse.Namespace) -> int:
+    from projections.verify import verify  # noqa: PLC0415
+
+    differences = verify(database_url)
+    for line in differences:
+        print(line)
+    print(f"{len(differences)} difference(s)")
+    return 1 if differences else 0
+
+
+def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
     from projections.worker import ProjectionWorker  # noqa: PLC0415
 
-    worker = ProjectionWorker(database_url)
+    ledger = build_ledger(settings, database_url)
+    worker = ProjectionWorker(database_url, ledger, batch_size=settings.projection_batch_size)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -90,10 +99,51 @@ def _project(database_url: str) -> int:
     while not stopping.is_set() and not worker.failed.is_set():
         stopping.wait(0.5)
     worker.stop()
+    ledger.close()
     if worker.failed.is_set():
         print("ledger: a projection stopped on an error (see the log); fix it and restart", file=sys.stderr)
         return 1
     return 0
+
+
+def _rebuild(_: Settings, database_url: str, args: argparse.Namespace) -> int:
+    from projections.rebuild import rebuild  # noqa: PLC0415
+    from projections.worker import all_projections  # noqa: PLC0415
+
+    name: str | None = args.name
+    projections = {projection.name: projection for projection in all_projections()}
+    if name is not None and name not in projections:
+        print(f"ledger: no projection named {name!r}; there are {', '.join(projections)}", file=sys.stderr)
+        return 2
+    for projection in [projections[name]] if name else projections.values():
+        result = rebuild(database_url, projection, progress=_progress_bar(projection.name))
+        print(
+            f"\nrebuilt {result.name}: {result.events:,} events in {result.seconds:.2f} s"
+            f" ({result.events_per_second:,.0f} events/s)",
+            flush=True,
+        )
+    return 0
+
+
+def _progress_bar(name: str) -> Callable[[int, int], None]:
+    width = 30
+
+    def show(done: int, total: int) -> None:
+        filled = width * done // total if total else width
+        percent = 100 * done // total if total else 100
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r{name} [{bar}] {percent:3d}% {done:,}/{total:,} events", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+DATABASE_COMMANDS: dict[str, Callable[[Settings, str, argparse.Namespace], int]] = {
+    "migrate": _migrate,
+    "seed": _seed,
+    "project": _project,
+    "verify": _verify,
+    "rebuild": _rebuild,
+}
 
 
 def mint_token(secret: str, *, role: str, sub: str, ttl_seconds: int) -> str:
@@ -132,7 +182,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
             # One command runs everything in development: the projections follow the log in this process.
             from projections.worker import ProjectionWorker  # noqa: PLC0415
 
-            worker = ProjectionWorker(database.url)
+            worker = ProjectionWorker(database.url, ledger, batch_size=settings.projection_batch_size)
             worker.start()
         print(f"ledger: serving on http://{host}:{port} (Ctrl-C stops)", flush=True)
         if workers != 1:

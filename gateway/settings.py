@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_lock_timeout_seconds: int
     cache_maxsize: int
     ready_max_lag_seconds: int
+    projection_batch_size: int
     log_level: str
     stripe_secret_key: str | None
     stripe_webhook_secret: str | None
@@ -85,6 +86,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_lock_timeout_seconds=_int(env, "LEDGER_DB_LOCK_TIMEOUT_SECONDS", 5, 1, 60),
         cache_maxsize=_int(env, "LEDGER_CACHE_MAXSIZE", 10_000, 1, 10_000_000),
         ready_max_lag_seconds=_int(env, "LEDGER_READY_MAX_LAG_SECONDS", 30, 1, 86_400),
+        projection_batch_size=_int(env, "LEDGER_PROJECTION_BATCH_SIZE", 1_000, 1, 100_000),
         log_level=(env.get("LEDGER_LOG_LEVEL") or "INFO").upper(),
         stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,

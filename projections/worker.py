@@ -1,40 +1,60 @@
-"""Run every projection in threads of one process until stopped, or until one of them fails."""
+"""Run every projection, and the hold sweeper, in threads of one process until stopped or one fails."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 
+from ledger.application import Ledger
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
-from projections.runner import ProjectionRunner
+from projections.runner import DEFAULT_BATCH_SIZE, Projection, ProjectionRunner
+from projections.sweeper import HoldSweeper
 
 
-def all_runners(database_url: str) -> list[ProjectionRunner]:
-    return [
-        ProjectionRunner(database_url, AccountsProjection()),
-        ProjectionRunner(database_url, CatalogueProjection()),
-    ]
+def all_projections() -> list[Projection]:
+    return [AccountsProjection(), CatalogueProjection()]
+
+
+def all_runners(database_url: str, batch_size: int = DEFAULT_BATCH_SIZE) -> list[ProjectionRunner]:
+    return [ProjectionRunner(database_url, projection, batch_size=batch_size) for projection in all_projections()]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class ProjectionWorker:
-    def __init__(self, database_url: str) -> None:
-        self.runners = all_runners(database_url)
+    def __init__(
+        self,
+        database_url: str,
+        ledger: Ledger | None = None,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.runners = all_runners(database_url, batch_size)
+        self.sweeper = HoldSweeper(database_url, ledger, clock) if ledger is not None else None
         self.stop_event = threading.Event()
         self.failed = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        for runner in self.runners:
-            thread = threading.Thread(
-                target=self._run, args=(runner,), name=f"projection-{runner.projection.name}", daemon=True
-            )
+        jobs: list[tuple[str, Callable[[threading.Event], None]]] = [
+            (f"projection-{runner.projection.name}", runner.run_forever) for runner in self.runners
+        ]
+        if self.sweeper is not None:
+            jobs.append(("hold-sweeper", self.sweeper.run_forever))
+        for name, job in jobs:
+            thread = threading.Thread(target=self._run, args=(job,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _run(self, runner: ProjectionRunner) -> None:
+    def _run(self, job: Callable[[threading.Event], None]) -> None:
         try:
-            runner.run_forever(self.stop_event)
-        except BaseException:  # noqa: BLE001 - recorded in runner.error and reported by readiness.
+            job(self.stop_event)
+        except BaseException:  # noqa: BLE001 - recorded on the runner and reported by readiness.
             self.failed.set()
 
     def stop(self) -> None:

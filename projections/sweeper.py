@@ -1,0 +1,66 @@
+"""The hold sweeper: writes the expiry of holds past their time, so views and history show the release.
+
+A hold stops counting against the available balance the moment it expires, whether or not this runs;
+the sweeper only records the fact. It finds candidates in the holds view and asks the ledger, which
+decides from the account's own events, so a view that lags can only cause a wasted look, never a wrong
+expiry. Like a projection, one sweeper is active at a time (an advisory lock); others stand by.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from ledger.application import Ledger
+from projections.runner import STANDBY_POLL_SECONDS, lock_key
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_SECONDS = 1.0
+# Accounts handled per sweep; the next sweep takes the rest.
+SWEEP_BATCH = 500
+
+
+class HoldSweeper:
+    name = "hold-sweeper"
+
+    def __init__(self, database_url: str, ledger: Ledger, clock: Callable[[], datetime]) -> None:
+        self.database_url = database_url
+        self.ledger = ledger
+        self.clock = clock
+        self.error: BaseException | None = None
+        self.active = False
+        self.expired_total = 0
+
+    def sweep(self, conn: psycopg.Connection[Any]) -> int:
+        """Expire the due holds of up to ``SWEEP_BATCH`` accounts. Returns how many holds expired."""
+        now = self.clock()
+        users = conn.execute(
+            "SELECT DISTINCT user_id FROM credit_holds WHERE expires_at <= %s LIMIT %s", (now, SWEEP_BATCH)
+        ).fetchall()
+        expired = sum(self.ledger.expire_reservations(user_id, now=now) for (user_id,) in users)
+        self.expired_total += expired
+        return expired
+
+    def run_forever(self, stop: threading.Event) -> None:
+        try:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                while not stop.is_set():
+                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone() == (True,):
+                        break
+                    stop.wait(STANDBY_POLL_SECONDS)
+                self.active = not stop.is_set()
+                while not stop.is_set():
+                    self.sweep(conn)
+                    stop.wait(SWEEP_INTERVAL_SECONDS)
+        except BaseException as error:
+            self.error = error
+            log.exception("hold sweeper stopped")
+            raise
+        finally:
+            self.active = False
