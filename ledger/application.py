@@ -24,11 +24,15 @@ from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from ledger.account import CreditAccount
 from ledger.commands import (
+    AddPackage,
     AdjustCredits,
+    ChangeBillingSettings,
+    ChangePackage,
     Command,
     DebitUsage,
     GrantCredits,
@@ -39,7 +43,14 @@ from ledger.commands import (
     RevokeCredits,
     SettleReservation,
 )
-from ledger.config import DEFAULT_PACKAGES, BillingConfig, BillingSettings, Package, PackageCatalogue
+from ledger.config import (
+    DEFAULT_PACKAGES,
+    PACKAGE_FIELDS,
+    BillingConfig,
+    BillingSettings,
+    Package,
+    PackageCatalogue,
+)
 from ledger.errors import (
     ConcurrencyError,
     IdempotencyConflictError,
@@ -55,16 +66,19 @@ from ledger.receipts import (
     DebitReceipt,
     GrantReceipt,
     InitializeReceipt,
+    PackageReceipt,
     Receipt,
     ReleaseReceipt,
     ReservationReceipt,
     RevocationReceipt,
+    SettingsReceipt,
     SettlementReceipt,
 )
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Receipt)
+A = TypeVar("A", bound=Aggregate)
 Decision = Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]]
 
 # Another process changing the same account is rare; a few quick retries resolve it.
@@ -84,6 +98,8 @@ class Ledger(Application):  # type: ignore[type-arg]
         self._settings: BillingSettings | None = None
         self._settings_read_at = 0.0
         self._settings_lock = threading.Lock()
+        # The configuration and the catalogue are one aggregate each: their changes take turns.
+        self._singleton_lock = threading.Lock()
 
     # Account use cases.
 
@@ -352,25 +368,37 @@ class Ledger(Application):  # type: ignore[type-arg]
             return self._settings
 
     def change_billing_settings(
-        self, changes: dict[str, int], *, changed_by: str, now: datetime
-    ) -> tuple[BillingSettings, int]:
-        """Apply a partial update; returns the new settings and the log position."""
-        for _ in range(MAX_ATTEMPTS):
+        self, command: ChangeBillingSettings, *, idempotency: IdempotencyKey | None = None, now: datetime
+    ) -> SettingsReceipt:
+        """Apply a partial update of the billing settings; it applies to the next command at once."""
+
+        def load() -> BillingConfig:
             try:
                 config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
             except AggregateNotFoundError:
-                config = BillingConfig.seed(BillingSettings(), now)
-            config.change(changes, changed_by, now)
-            try:
-                recordings = self.save(config)
-            except IntegrityError:
-                _pause()
-                continue
+                return BillingConfig.seed(BillingSettings(), now)
+            return config
+
+        def decide(config: BillingConfig, _: UUID | None) -> Callable[[int], SettingsReceipt]:
+            changed = config.change(dict(command.changes), command.changed_by, now)
+            return lambda position: SettingsReceipt(position=position, settings=dict(config.values), changed=changed)
+
+        def saved(config: BillingConfig) -> None:
             with self._settings_lock:
                 self._settings = config.settings
                 self._settings_read_at = time.monotonic()
-            return config.settings, _position(recordings, self)
-        raise ConcurrencyError("billing configuration kept changing")
+
+        return self._execute(
+            lock=self._singleton_lock,
+            load=load,
+            decide=decide,
+            command=command,
+            operation="billing-config",
+            idempotency=idempotency,
+            now=now,
+            what="billing configuration",
+            saved=saved,
+        )
 
     def list_packages(self) -> list[Package]:
         try:
@@ -386,13 +414,33 @@ class Ledger(Application):  # type: ignore[type-arg]
             raise NotFoundError("package", package_id) from None
         return catalogue.get(package_id)
 
-    def add_package(self, package: Package, *, added_by: str, now: datetime) -> tuple[Package, int]:
-        return self._change_catalogue(lambda c: c.add(package, added_by, now), package.id, now)
+    def add_package(
+        self, command: AddPackage, *, idempotency: IdempotencyKey | None = None, now: datetime
+    ) -> PackageReceipt:
+        package = Package(
+            id=command.package_id,
+            name=command.name,
+            credits=command.credits,
+            price_amount_minor=command.price_amount_minor,
+            currency=command.currency,
+            active=command.active,
+            stripe_price_id=command.stripe_price_id,
+        )
+
+        def decide(catalogue: PackageCatalogue, _: UUID | None) -> Callable[[int], PackageReceipt]:
+            catalogue.add(package, command.added_by, now)
+            return lambda position: _package_receipt(position, catalogue.get(package.id), list(PACKAGE_FIELDS))
+
+        return self._change_catalogue(command, "add-package", idempotency, now, decide)
 
     def change_package(
-        self, package_id: str, changes: dict[str, Any], *, changed_by: str, now: datetime
-    ) -> tuple[Package, int]:
-        return self._change_catalogue(lambda c: c.change(package_id, changes, changed_by, now), package_id, now)
+        self, command: ChangePackage, *, idempotency: IdempotencyKey | None = None, now: datetime
+    ) -> PackageReceipt:
+        def decide(catalogue: PackageCatalogue, _: UUID | None) -> Callable[[int], PackageReceipt]:
+            changed = catalogue.change(command.package_id, dict(command.changes), command.changed_by, now)
+            return lambda position: _package_receipt(position, catalogue.get(command.package_id), changed)
+
+        return self._change_catalogue(command, "change-package", idempotency, now, decide)
 
     def seed(self, *, now: datetime) -> bool:
         """Create the default billing configuration and packages unless they exist. True if it did."""
@@ -425,21 +473,46 @@ class Ledger(Application):  # type: ignore[type-arg]
         decide: Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]],
     ) -> R:
         user_id: str = command.user_id  # type: ignore[attr-defined]
+        return self._execute(
+            lock=self._account_lock(user_id),
+            load=lambda: self._load_account(user_id, now) or CreditAccount.open(user_id, now),
+            decide=lambda account, marker: decide(account, self.billing_settings(), marker),
+            command=command,
+            operation=operation,
+            idempotency=idempotency,
+            now=now,
+            what=f"account {user_id}",
+        )
+
+    def _execute(
+        self,
+        *,
+        lock: threading.Lock,
+        load: Callable[[], A],
+        decide: Callable[[A, UUID | None], Callable[[int], R]],
+        command: Command,
+        operation: str,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        what: str,
+        saved: Callable[[A], None] | None = None,
+    ) -> R:
+        """Load, decide in memory, then save the aggregate and the request's marker in one transaction."""
         fingerprint = command.fingerprint() if idempotency else ""
         marker_id = request_id(idempotency.principal, operation, idempotency.key) if idempotency else None
-        with self._account_lock(user_id):
+        with lock:
             for _ in range(MAX_ATTEMPTS):
-                account = self._load_account(user_id, now) or CreditAccount.open(user_id, now)
+                aggregate = load()
                 try:
-                    make_receipt = decide(account, self.billing_settings(), marker_id)
+                    make_receipt = decide(aggregate, marker_id)
                 except LedgerError:
-                    # A retried request must get its first answer even if the account has moved on since.
+                    # A retried request must get its first answer even if the aggregate has moved on since.
                     replay = self._replay(marker_id, idempotency, fingerprint, operation)
                     if replay is not None:
                         return replay  # type: ignore[return-value]
                     raise
                 receipt = make_receipt(0)
-                to_save: list[Any] = [account]
+                to_save: list[Any] = [aggregate]
                 if idempotency is not None:
                     to_save.append(
                         IdempotencyRecord.record(
@@ -460,8 +533,10 @@ class Ledger(Application):  # type: ignore[type-arg]
                         return replay  # type: ignore[return-value]
                     _pause()
                     continue
+                if saved is not None:
+                    saved(aggregate)
                 return msgspec.structs.replace(receipt, position=_position(recordings, self))
-        raise ConcurrencyError(f"account {user_id} kept changing")
+        raise ConcurrencyError(f"{what} kept changing")
 
     def _replay(
         self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
@@ -487,21 +562,30 @@ class Ledger(Application):  # type: ignore[type-arg]
         return self._account_locks[hash(user_id) % LOCK_STRIPES]
 
     def _change_catalogue(
-        self, change: Callable[[PackageCatalogue], object], package_id: str, now: datetime
-    ) -> tuple[Package, int]:
-        for _ in range(MAX_ATTEMPTS):
+        self,
+        command: Command,
+        operation: str,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        decide: Callable[[PackageCatalogue, UUID | None], Callable[[int], PackageReceipt]],
+    ) -> PackageReceipt:
+        def load() -> PackageCatalogue:
             try:
                 catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
             except AggregateNotFoundError:
-                catalogue = PackageCatalogue.open(now)
-            change(catalogue)
-            try:
-                recordings = self.save(catalogue)
-            except IntegrityError:
-                _pause()
-                continue
-            return catalogue.get(package_id), _position(recordings, self)
-        raise ConcurrencyError("package catalogue kept changing")
+                return PackageCatalogue.open(now)
+            return catalogue
+
+        return self._execute(
+            lock=self._singleton_lock,
+            load=load,
+            decide=decide,
+            command=command,
+            operation=operation,
+            idempotency=idempotency,
+            now=now,
+            what="package catalogue",
+        )
 
     def _take_snapshots(self, processing_event: Any) -> None:
         """Snapshot from the aggregate in memory, which is exactly the saved state.
@@ -537,8 +621,24 @@ RECEIPT_TYPES: dict[str, type[Receipt]] = {
         ReleaseReceipt,
         AdjustmentReceipt,
         RevocationReceipt,
+        SettingsReceipt,
+        PackageReceipt,
     )
 }
+
+
+def _package_receipt(position: int, package: Package, changed: list[str]) -> PackageReceipt:
+    return PackageReceipt(
+        position=position,
+        package_id=package.id,
+        name=package.name,
+        credits=package.credits,
+        price_amount_minor=package.price_amount_minor,
+        currency=package.currency,
+        active=package.active,
+        stripe_price_id=package.stripe_price_id,
+        changed=changed,
+    )
 
 
 def _new_events(processing_event: Any, aggregate_id: UUID) -> list[Any]:

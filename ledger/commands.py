@@ -84,6 +84,32 @@ class RevokeCredits(Command, frozen=True, kw_only=True):
     reference: str
 
 
+class ChangeBillingSettings(Command, frozen=True, kw_only=True):
+    """A partial update of the billing settings."""
+
+    changes: dict[str, int]
+    changed_by: str
+
+
+class AddPackage(Command, frozen=True, kw_only=True):
+    package_id: str
+    name: str
+    credits: int
+    price_amount_minor: int
+    currency: str
+    active: bool = True
+    stripe_price_id: str | None = None
+    added_by: str
+
+
+class ChangePackage(Command, frozen=True, kw_only=True):
+    """A partial update of a package: ``changes`` maps package fields to their new values."""
+
+    package_id: str
+    changes: dict[str, str | int | bool | None]
+    changed_by: str
+
+
 class IdempotencyKey(msgspec.Struct, frozen=True):
     """Who asked, and the key they chose. Keys are scoped to the principal and the operation."""
 

@@ -81,6 +81,22 @@ class RevocationReceipt(Receipt, frozen=True, kw_only=True):
     balance_after_millicredits: int
 
 
+class SettingsReceipt(Receipt, frozen=True, kw_only=True):
+    settings: dict[str, int]
+    changed: list[str]
+
+
+class PackageReceipt(Receipt, frozen=True, kw_only=True):
+    package_id: str
+    name: str
+    credits: int
+    price_amount_minor: int
+    currency: str
+    active: bool
+    stripe_price_id: str | None
+    changed: list[str]
+
+
 class Balance(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     balance_millicredits: int

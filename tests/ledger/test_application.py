@@ -9,7 +9,10 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.commands import (
+    AddPackage,
     AdjustCredits,
+    ChangeBillingSettings,
+    ChangePackage,
     DebitUsage,
     GrantCredits,
     IdempotencyKey,
@@ -19,7 +22,7 @@ from ledger.commands import (
     RevokeCredits,
     SettleReservation,
 )
-from ledger.config import DEFAULT_PACKAGES, Package
+from ledger.config import DEFAULT_PACKAGES
 from ledger.errors import (
     IdempotencyConflictError,
     InsufficientCreditsError,
@@ -66,7 +69,7 @@ def test_a_user_with_no_events_has_zero_balances(ledger: Ledger) -> None:
 
 
 def test_initialize_grants_welcome_credits_once(ledger: Ledger) -> None:
-    ledger.change_billing_settings({"welcome_credits": 5}, changed_by=ADMIN, now=T0)
+    ledger.change_billing_settings(ChangeBillingSettings(changes={"welcome_credits": 5}, changed_by=ADMIN), now=T0)
     first = ledger.initialize_account(InitializeAccount(user_id="u1"), now=T0)
     second = ledger.initialize_account(InitializeAccount(user_id="u1"), now=T0)
     assert (first.created, first.welcome_millicredits, first.balance_after_millicredits) == (
@@ -306,15 +309,18 @@ def test_a_refused_command_leaves_no_marker_so_a_retry_is_judged_again(ledger: L
 
 
 def test_billing_settings_change_and_apply_at_once(ledger: Ledger) -> None:
-    settings, position = ledger.change_billing_settings(
-        {"tokens_per_credit": 2_000, "hourly_token_limit": 600_000}, changed_by=ADMIN, now=T0
+    receipt = ledger.change_billing_settings(
+        ChangeBillingSettings(changes={"tokens_per_credit": 2_000, "hourly_token_limit": 600_000}, changed_by=ADMIN),
+        now=T0,
     )
-    assert (settings.tokens_per_credit, settings.hourly_token_limit, settings.daily_token_limit) == (
+    settings = receipt.settings
+    assert (settings["tokens_per_credit"], settings["hourly_token_limit"], settings["daily_token_limit"]) == (
         2_000,
         600_000,
         2_000_000,
     )
-    assert position > 0
+    assert sorted(receipt.changed) == ["hourly_token_limit", "tokens_per_credit"]
+    assert receipt.position > 0
     fund(ledger, "u1", 10_000)
     assert debit(ledger, "u1", 1_001, "d1").amount_millicredits == 501  # type: ignore[attr-defined]
 
@@ -322,15 +328,37 @@ def test_billing_settings_change_and_apply_at_once(ledger: Ledger) -> None:
 def test_packages_are_seeded_and_can_be_added_and_changed(ledger: Ledger) -> None:
     assert [p.id for p in ledger.list_packages()] == [p.id for p in DEFAULT_PACKAGES]
     ledger.add_package(
-        Package(id="mega", name="Mega", credits=10_000, price_amount_minor=300_000, currency="BRL"),
-        added_by=ADMIN,
+        AddPackage(
+            package_id="mega", name="Mega", credits=10_000, price_amount_minor=300_000, currency="BRL", added_by=ADMIN
+        ),
         now=T0,
     )
-    changed, _ = ledger.change_package(
-        "starter", {"active": False, "price_amount_minor": 3_500}, changed_by=ADMIN, now=T0
+    changed = ledger.change_package(
+        ChangePackage(package_id="starter", changes={"active": False, "price_amount_minor": 3_500}, changed_by=ADMIN),
+        now=T0,
     )
-    assert (changed.active, changed.price_amount_minor) == (False, 3_500)
+    assert (changed.active, changed.price_amount_minor, sorted(changed.changed)) == (
+        False,
+        3_500,
+        ["active", "price_amount_minor"],
+    )
     assert ledger.get_package("mega").credits == 10_000
+
+
+def test_catalogue_and_settings_changes_are_idempotent_too(ledger: Ledger) -> None:
+    key = IdempotencyKey(ADMIN, "pkg-1")
+    command = AddPackage(
+        package_id="mega", name="Mega", credits=10_000, price_amount_minor=300_000, currency="BRL", added_by=ADMIN
+    )
+    first = ledger.add_package(command, idempotency=key, now=T0)
+    again = ledger.add_package(command, idempotency=key, now=T0)
+    assert (first.replayed, again.replayed) == (False, True)
+    assert msgspec.structs.replace(again, position=0, replayed=False) == msgspec.structs.replace(first, position=0)
+    with pytest.raises(IdempotencyConflictError):
+        ledger.add_package(msgspec.structs.replace(command, credits=1), idempotency=key, now=T0)
+    change = ChangeBillingSettings(changes={"welcome_credits": 3}, changed_by=ADMIN)
+    ledger.change_billing_settings(change, idempotency=IdempotencyKey(ADMIN, "cfg-1"), now=T0)
+    assert ledger.change_billing_settings(change, idempotency=IdempotencyKey(ADMIN, "cfg-1"), now=T0).replayed
 
 
 def test_seed_twice_changes_nothing(ledger: Ledger) -> None:
