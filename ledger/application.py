@@ -74,6 +74,7 @@ from ledger.receipts import (
     SettingsReceipt,
     SettlementReceipt,
 )
+from ledger.reservations import ReservationIndex, reservation_index_id
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class Ledger(Application):  # type: ignore[type-arg]
             account: CreditAccount, settings: BillingSettings, marker: UUID | None
         ) -> Callable[[int], ReservationReceipt]:
             reservation_id = str(derived_id(marker, "reservation") if marker else uuid4())
+            companions.append(ReservationIndex.index(reservation_id, account.user_id, now))
             held, expires_at = account.reserve(
                 reservation_id=reservation_id,
                 estimated_tokens=command.estimated_tokens,
@@ -199,11 +201,15 @@ class Ledger(Application):  # type: ignore[type-arg]
                 available_after_millicredits=account.available_millicredits(now),
             )
 
-        return self._run(command, "reserve", idempotency, now, decide)
+        companions: list[Any] = []
+        return self._run(command, "reserve", idempotency, now, decide, companions)
 
     def settle_reservation(
         self, command: SettleReservation, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> SettlementReceipt:
+        """Debit a reservation's actual usage. Without a user id, the reservation's own index names it."""
+        if command.user_id is None:
+            command = msgspec.structs.replace(command, user_id=self.reservation_owner(command.reservation_id))
         def decide(
             account: CreditAccount, settings: BillingSettings, _: UUID | None
         ) -> Callable[[int], SettlementReceipt]:
@@ -232,6 +238,8 @@ class Ledger(Application):  # type: ignore[type-arg]
     def release_reservation(
         self, command: ReleaseReservation, *, idempotency: IdempotencyKey | None, now: datetime
     ) -> ReleaseReceipt:
+        if command.user_id is None:
+            command = msgspec.structs.replace(command, user_id=self.reservation_owner(command.reservation_id))
         def decide(account: CreditAccount, _: BillingSettings, __: UUID | None) -> Callable[[int], ReleaseReceipt]:
             released = account.release(reservation_id=command.reservation_id, now=now)
             return lambda position: ReleaseReceipt(
@@ -346,6 +354,14 @@ class Ledger(Application):  # type: ignore[type-arg]
             available_millicredits=account.balance_millicredits - reserved,
             updated_at=account.modified_on,
         )
+
+    def reservation_owner(self, reservation_id: str) -> str:
+        """The user whose account holds a reservation."""
+        try:
+            entry: ReservationIndex = self.repository.get(reservation_index_id(reservation_id))
+        except AggregateNotFoundError:
+            raise NotFoundError("reservation", reservation_id) from None
+        return entry.user_id
 
     def get_account(self, user_id: str) -> CreditAccount | None:
         try:
@@ -471,7 +487,9 @@ class Ledger(Application):  # type: ignore[type-arg]
         idempotency: IdempotencyKey | None,
         now: datetime,
         decide: Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]],
+        companions: list[Any] | None = None,
     ) -> R:
+        """Run an account command; ``companions`` are aggregates ``decide`` creates to be saved with it."""
         user_id: str = command.user_id  # type: ignore[attr-defined]
         return self._execute(
             lock=self._account_lock(user_id),
@@ -482,6 +500,7 @@ class Ledger(Application):  # type: ignore[type-arg]
             idempotency=idempotency,
             now=now,
             what=f"account {user_id}",
+            companions=companions,
         )
 
     def _execute(
@@ -496,6 +515,7 @@ class Ledger(Application):  # type: ignore[type-arg]
         now: datetime,
         what: str,
         saved: Callable[[A], None] | None = None,
+        companions: list[Any] | None = None,
     ) -> R:
         """Load, decide in memory, then save the aggregate and the request's marker in one transaction."""
         fingerprint = command.fingerprint() if idempotency else ""
@@ -503,6 +523,8 @@ class Ledger(Application):  # type: ignore[type-arg]
         with lock:
             for _ in range(MAX_ATTEMPTS):
                 aggregate = load()
+                if companions is not None:
+                    companions.clear()
                 try:
                     make_receipt = decide(aggregate, marker_id)
                 except LedgerError:
@@ -512,7 +534,7 @@ class Ledger(Application):  # type: ignore[type-arg]
                         return replay  # type: ignore[return-value]
                     raise
                 receipt = make_receipt(0)
-                to_save: list[Any] = [aggregate]
+                to_save: list[Any] = [aggregate, *(companions or ())]
                 if idempotency is not None:
                     to_save.append(
                         IdempotencyRecord.record(

@@ -55,7 +55,9 @@ class ReserveCredits(Command, frozen=True, kw_only=True):
 
 
 class SettleReservation(Command, frozen=True, kw_only=True):
-    user_id: str
+    """``user_id`` may be left out: the ledger finds the account from the reservation."""
+
+    user_id: str | None = None
     reservation_id: str
     tokens: int
     input_tokens: int | None = None
@@ -64,7 +66,7 @@ class SettleReservation(Command, frozen=True, kw_only=True):
 
 
 class ReleaseReservation(Command, frozen=True, kw_only=True):
-    user_id: str
+    user_id: str | None = None
     reservation_id: str
 
 

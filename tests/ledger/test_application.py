@@ -364,3 +364,19 @@ def test_catalogue_and_settings_changes_are_idempotent_too(ledger: Ledger) -> No
 def test_seed_twice_changes_nothing(ledger: Ledger) -> None:
     assert not ledger.seed(now=T0)
     assert len(ledger.list_packages()) == 3
+
+
+def test_a_reservation_is_settled_or_released_by_its_id_alone(ledger: Ledger) -> None:
+    fund(ledger, "u1", 500_000)
+    first = ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=1_000), idempotency=None, now=T0)
+    second = ledger.reserve_credits(ReserveCredits(user_id="u1", estimated_tokens=2_000), idempotency=None, now=T0)
+    settled = ledger.settle_reservation(
+        SettleReservation(reservation_id=first.reservation_id, tokens=400), idempotency=None, now=T0
+    )
+    assert (settled.user_id, settled.debited_millicredits, settled.released_millicredits) == ("u1", 400, 600)
+    released = ledger.release_reservation(
+        ReleaseReservation(reservation_id=second.reservation_id), idempotency=None, now=T0
+    )
+    assert (released.user_id, released.released_millicredits) == ("u1", 2_000)
+    with pytest.raises(NotFoundError):
+        ledger.release_reservation(ReleaseReservation(reservation_id="nope"), idempotency=None, now=T0)
