@@ -1,33 +1,127 @@
-"""The Litestar application factory."""
+"""The Litestar application factory: the gateway's parts, assembled once from the settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import asyncpg
 from litestar import Litestar
+from litestar.config.app import AppConfig
 
+from gateway.auth import jwt_auth
+from gateway.body import decode_strictly
+from gateway.calls import LedgerCalls
+from gateway.live import channels_plugin
+from gateway.logs import RequestIdMiddleware
+from gateway.metrics import MetricsController, prometheus_config
+from gateway.openapi import openapi_config
+from gateway.problems import EXCEPTION_HANDLERS, problem_details_plugin
+from gateway.ratelimit import Counter, MemoryCounter, RateLimitMiddleware, RedisCounter
+from gateway.routes.admin import AdminController
 from gateway.routes.health import HealthController
+from gateway.routes.public import PublicController
+from gateway.routes.service import AccountsController, UsageController
+from gateway.routes.user import UserCreditsController
 from gateway.settings import Settings
 from ledger.application import Ledger
 
+MAX_BODY_BYTES = 64 * 1024
+REDIS_TIMEOUT_SECONDS = 0.5
+# Paths that need no token: probes, metrics, the API document, the public catalogue, Stripe's webhook.
+PUBLIC_PATHS = ["^/health/", "^/metrics$", "^/schema", "^/api/credits/packages$", "^/api/webhooks/"]
 
-def create_app(settings: Settings, ledger: Ledger, database_url: str) -> Litestar:
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ignore(_: BaseException) -> None:
+    """Without Redis there is no Redis failure to report."""
+
+
+def _version() -> str:
+    try:
+        return version("credit-ledger")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _request_id_outermost(app_config: AppConfig) -> AppConfig:
+    # The auth middleware puts itself first; the request id and the access log must see even its 401s.
+    app_config.middleware.insert(0, RequestIdMiddleware())
+    return app_config
+
+
+def create_app(
+    settings: Settings, ledger: Ledger, database_url: str, *, clock: Callable[[], datetime] = _utc_now
+) -> Litestar:
+    redis: Any | None = None
+    counter: Counter
+    on_redis_error: Callable[[BaseException], None]
+    if settings.redis_url is not None:
+        from redis.asyncio import Redis  # noqa: PLC0415
+
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            health_check_interval=30,
+        )
+        counter = RedisCounter(redis)
+        on_redis_error = counter.failed
+    else:
+        counter = MemoryCounter()
+        on_redis_error = _ignore
+    channels = channels_plugin(redis, on_redis_error)
+
     @asynccontextmanager
-    async def database_pool(app: Litestar) -> AsyncIterator[None]:
+    async def resources(app: Litestar) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
         app.state.pool = pool
         try:
             yield
         finally:
             await pool.close()
+            if redis is not None:
+                await redis.aclose()
 
+    auth = jwt_auth(settings.jwt_secret, exclude=PUBLIC_PATHS)
     app = Litestar(
-        route_handlers=[HealthController],
-        lifespan=[database_pool],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            PublicController,
+            UserCreditsController,
+            UsageController,
+            AccountsController,
+            AdminController,
+        ],
+        lifespan=[resources],
+        plugins=[problem_details_plugin(), channels],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[prometheus_config().middleware, RateLimitMiddleware()],
+        on_app_init=[auth.on_app_init, _request_id_outermost],
+        before_request=decode_strictly,
+        openapi_config=openapi_config(_version()),
+        request_max_body_size=MAX_BODY_BYTES,
         debug=False,
     )
-    app.state.settings = settings
-    app.state.ledger = ledger
+    app.state.update(
+        settings=settings,
+        ledger=ledger,
+        calls=LedgerCalls(ledger, threads=settings.db_pool_size + settings.db_max_overflow),
+        clock=clock,
+        channels=channels,
+        redis=redis,
+        rate_counter=counter,
+        rate_limits={
+            "user": settings.rate_limit_user_per_minute,
+            "service": settings.rate_limit_service_per_minute,
+            "admin": settings.rate_limit_admin_per_minute,
+        },
+    )
     return app

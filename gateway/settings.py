@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_maxsize: int
     ready_max_lag_seconds: int
     projection_batch_size: int
+    rate_limit_user_per_minute: int
+    rate_limit_service_per_minute: int
+    rate_limit_admin_per_minute: int
     log_level: str
     stripe_secret_key: str | None
     stripe_webhook_secret: str | None
@@ -87,6 +90,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_maxsize=_int(env, "LEDGER_CACHE_MAXSIZE", 10_000, 1, 10_000_000),
         ready_max_lag_seconds=_int(env, "LEDGER_READY_MAX_LAG_SECONDS", 30, 1, 86_400),
         projection_batch_size=_int(env, "LEDGER_PROJECTION_BATCH_SIZE", 1_000, 1, 100_000),
+        rate_limit_user_per_minute=_int(env, "LEDGER_RATE_LIMIT_USER_PER_MINUTE", 600, 1, 10**9),
+        rate_limit_service_per_minute=_int(env, "LEDGER_RATE_LIMIT_SERVICE_PER_MINUTE", 1_000_000, 1, 10**9),
+        rate_limit_admin_per_minute=_int(env, "LEDGER_RATE_LIMIT_ADMIN_PER_MINUTE", 6_000, 1, 10**9),
         log_level=(env.get("LEDGER_LOG_LEVEL") or "INFO").upper(),
         stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,

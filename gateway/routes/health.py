@@ -53,11 +53,17 @@ class HealthController(Controller):
     path = "/health"
     tags = ["Operations"]  # noqa: RUF012 - Litestar reads a list here.
 
-    @get("/live", operation_id="Liveness", summary="The process is up")
+    @get("/live", operation_id="Liveness", summary="The process is up", exclude_from_auth=True, security=[])
     async def live(self) -> Liveness:
         return Liveness(status="ok")
 
-    @get("/ready", operation_id="Readiness", summary="The database answers and the views keep up")
+    @get(
+        "/ready",
+        operation_id="Readiness",
+        summary="The database answers and the views keep up",
+        exclude_from_auth=True,
+        security=[],
+    )
     async def ready(self, state: State) -> Response[Readiness]:
         checks: dict[str, Any] = {}
         try:
@@ -68,6 +74,14 @@ class HealthController(Controller):
             checks["database"] = f"unavailable: {type(error).__name__}"
         if checks["database"] == "ok":
             checks["projections"] = await _projection_lag(state.pool, state.settings.ready_max_lag_seconds)
+        if state.redis is not None:
+            # Redis down does not make the ledger unready (rate limits fail open), but it is reported.
+            try:
+                async with asyncio.timeout(READY_CHECK_TIMEOUT_SECONDS):
+                    await state.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as error:  # noqa: BLE001
+                checks["redis"] = f"unavailable: {type(error).__name__}"
         ok = checks["database"] == "ok" and all(lag["status"] == "ok" for lag in checks.get("projections", {}).values())
         return Response(
             Readiness(status="ok" if ok else "unavailable", checks=checks),

@@ -1,0 +1,85 @@
+"""How handlers reach the ledger and answer: the one path from an HTTP request to a command and back.
+
+The ledger is synchronous and holds database connections while it works, so it runs on worker threads
+bounded by a limiter sized with the database pool: a burst of requests queues here instead of
+exhausting connections. Every answer to a command carries the log position of its events
+(``Ledger-Position``), which a later read can pass back (``Ledger-Min-Position``) to see its own write;
+an answer replayed from an idempotency marker says so (``Idempotent-Replayed: true``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from litestar import Response
+from litestar.params import Parameter
+
+from gateway.metrics import COMMANDS, REPLAYS
+from ledger.application import Ledger
+from ledger.errors import LedgerError
+from ledger.receipts import Receipt
+
+R = TypeVar("R", bound=Receipt)
+T = TypeVar("T")
+
+IdempotencyKeyHeader = Annotated[
+    str,
+    Parameter(
+        header="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="1 to 255 visible ASCII characters, chosen by the caller; scoped to the caller and endpoint.",
+    ),
+]
+OptionalIdempotencyKeyHeader = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Optional here; 1 to 255 visible ASCII characters.",
+    ),
+]
+MinPositionHeader = Annotated[
+    int | None,
+    Parameter(
+        header="Ledger-Min-Position",
+        required=False,
+        ge=0,
+        description="Wait (at most 2 s) until the views include this log position, e.g. a write's Ledger-Position.",
+    ),
+]
+
+
+class LedgerCalls:
+    def __init__(self, ledger: Ledger, threads: int) -> None:
+        self.ledger = ledger
+        self.limiter = anyio.CapacityLimiter(threads)
+
+    async def command(self, operation: str, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        try:
+            receipt = await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self.limiter)
+        except LedgerError as error:
+            COMMANDS.labels(operation, type(error).__name__).inc()
+            raise
+        COMMANDS.labels(operation, "replayed" if receipt.replayed else "committed").inc()
+        if receipt.replayed:
+            REPLAYS.labels(operation).inc()
+        return receipt
+
+    async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self.limiter)
+
+
+def reply(body: Any, receipt: Receipt, status_code: int) -> Response[Any]:
+    headers = {"Ledger-Position": str(receipt.position)}
+    if receipt.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body, status_code=status_code, headers=headers)

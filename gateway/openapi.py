@@ -1,0 +1,63 @@
+"""The OpenAPI document: its configuration and the problem responses each operation documents."""
+
+from __future__ import annotations
+
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, Example, SecurityScheme
+
+from gateway.schemas import Problem
+
+PROBLEMS: dict[int, tuple[str, str]] = {
+    400: ("malformed-request", "The body is not valid JSON."),
+    401: ("unauthorized", "No valid bearer token: missing, expired, malformed or wrongly signed."),
+    402: ("insufficient-credits", "The available balance is smaller than the cost; nothing was written."),
+    403: ("forbidden", "The token's role may not call this operation."),
+    404: ("not-found", "The resource does not exist."),
+    409: ("idempotency-conflict", "A conflict: the key was used with another body, or the state does not allow it."),
+    413: ("payload-too-large", "The body is larger than the API accepts."),
+    422: ("validation", "A field is missing, unknown, of the wrong type or out of range; nothing was written."),
+    429: ("quota-exceeded", "A token quota or the request-rate limit is reached; see Retry-After."),
+    503: ("unavailable", "The database did not answer in time; retry after Retry-After."),
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    specs = {}
+    for status in (401, 403, 422, 429, *statuses):
+        type_, description = PROBLEMS[status]
+        specs[status] = ResponseSpec(
+            data_container=Problem,
+            description=description,
+            media_type="application/problem+json",
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary=type_,
+                    value={"type": type_, "title": type_.replace("-", " "), "status": status, "detail": description},
+                )
+            ],
+        )
+    return specs
+
+
+def openapi_config(version: str) -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Credit ledger",
+        version=version,
+        description=(
+            "An event-sourced credit ledger for AI products. Amounts are integers of the smallest unit "
+            "(millicredits, tokens, minor units of money). Every state-changing POST takes an Idempotency-Key. "
+            "Errors are RFC 9457 problem details with a stable `type`."
+        ),
+        path="/schema",
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={
+                "BearerToken": SecurityScheme(
+                    type="http", scheme="bearer", bearer_format="JWT", description="HS256 JWT with sub, role, exp"
+                )
+            }
+        ),
+        security=[{"BearerToken": []}],
+    )

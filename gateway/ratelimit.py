@@ -1,0 +1,122 @@
+"""Request-rate limits per principal, shared by every worker process through Redis.
+
+A fixed one-minute window per principal, counted with one atomic Redis call per request (a Lua script:
+increment, set the expiry on the first hit, return the count and the time left). Without Redis the
+same window is counted in process memory. If Redis fails, requests pass (fail open): the ledger's own
+rules still protect every balance, and a rate limit is not worth an outage. Failures are logged and
+counted, and readiness reports Redis as unavailable.
+
+Litestar's built-in limiter counts per process (its issue 4700), so N workers would allow N times the
+limit; hence this one. Responses carry ``RateLimit-Limit``, ``RateLimit-Remaining`` and
+``RateLimit-Reset``; a refusal is a 429 ``rate-limited`` problem with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth import Principal
+from gateway.metrics import RATE_LIMIT_FAILURES, RATE_LIMITED
+from gateway.problems import problem
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+FAILURE_LOG_INTERVAL_SECONDS = 10.0
+
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('TTL', KEYS[1])}
+"""
+
+
+class Counter(Protocol):
+    async def hit(self, key: str) -> tuple[int, int] | None:
+        """Count one request; the count in the current window and the seconds left, or None if unknown."""
+
+
+class MemoryCounter:
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, int]] = {}
+
+    async def hit(self, key: str) -> tuple[int, int] | None:
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        started, count = self._windows.get(key, (window, 0))
+        if started != window:
+            if len(self._windows) > 100_000:  # Old windows are dropped in bulk, never one by one per hit.  # noqa: PLR2004
+                self._windows = {k: v for k, v in self._windows.items() if v[0] == window}
+            started, count = window, 0
+        self._windows[key] = (started, count + 1)
+        return count + 1, int((window + 1) * WINDOW_SECONDS - now) + 1
+
+
+class RedisCounter:
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.script = redis.register_script(_HIT)
+        self.healthy = True
+        self._last_logged = 0.0
+
+    async def hit(self, key: str) -> tuple[int, int] | None:
+        try:
+            count, ttl = await self.script(keys=[f"ledger:ratelimit:{key}"], args=[WINDOW_SECONDS])
+        except Exception as error:  # noqa: BLE001 - fail open, whatever the failure.
+            self.failed(error)
+            return None
+        self.healthy = True
+        return int(count), max(int(ttl), 1)
+
+    def failed(self, error: BaseException) -> None:
+        self.healthy = False
+        RATE_LIMIT_FAILURES.inc()
+        if time.monotonic() - self._last_logged > FAILURE_LOG_INTERVAL_SECONDS:
+            self._last_logged = time.monotonic()
+            log.warning("redis unavailable, rate limits fail open: %s", type(error).__name__)
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        principal = scope.get("user")
+        state = scope["litestar_app"].state
+        if not isinstance(principal, Principal):
+            await next_app(scope, receive, send)
+            return
+        limit: int = state.rate_limits[principal.role]
+        counted = await state.rate_counter.hit(principal.scope)
+        if counted is None:
+            await next_app(scope, receive, send)
+            return
+        count, reset = counted
+        headers = {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(max(limit - count, 0)),
+            "RateLimit-Reset": str(reset),
+        }
+        if count > limit:
+            RATE_LIMITED.inc()
+            raise problem(
+                "rate-limited",
+                429,
+                f"more than {limit} requests in {WINDOW_SECONDS} seconds",
+                headers={**headers, "Retry-After": str(reset)},
+            )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                mutable = MutableScopeHeaders.from_message(message)
+                for name, value in headers.items():
+                    mutable[name] = value
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)

@@ -1,0 +1,249 @@
+"""Admin: system figures, every user's balance, manual adjustments, billing settings and packages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, patch, post, put
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from gateway.auth import Principal, requires
+from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply
+from gateway.live import publish
+from gateway.openapi import problem_responses
+from gateway.routes.user import Cursor, Limit, wait_for
+from gateway.schemas import (
+    AdjustRequest,
+    AdjustResponse,
+    BillingConfigPatch,
+    BillingConfigView,
+    PackageCreate,
+    PackageList,
+    PackagePatch,
+    PackageResponse,
+    Price,
+    UserOrder,
+)
+from ledger.commands import AddPackage, AdjustCredits, ChangeBillingSettings, ChangePackage
+from ledger.receipts import PackageReceipt
+from projections import queries
+
+PackageIdPath = Annotated[str, Parameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def _package(receipt: PackageReceipt) -> PackageResponse:
+    return PackageResponse(
+        id=receipt.package_id,
+        name=receipt.name,
+        credits=receipt.credits,
+        price=Price(amount_minor=receipt.price_amount_minor, currency=receipt.currency),
+        active=receipt.active,
+        stripe_price_id=receipt.stripe_price_id,
+    )
+
+
+class AdminController(Controller):
+    path = "/api/admin"
+    tags = ["Admin"]  # noqa: RUF012 - Litestar reads a list here.
+    guards = [requires("admin")]  # noqa: RUF012
+
+    @get(
+        "/credits/stats",
+        operation_id="GetCreditStats",
+        summary="Credits sold against the upstream API's monthly limit, and recent usage",
+        description="Circulation counts positive balances only. api_usage_percent is potential tokens over "
+        "api_monthly_limit_tokens, floored to two decimals.",
+        responses=problem_responses(),
+    )
+    async def stats(
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+    ) -> Response[queries.SystemStats]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        return Response(await queries.system_stats(state.pool, now=state.clock()), headers=headers)
+
+    @get(
+        "/credits/users",
+        operation_id="ListUserBalances",
+        summary="Every user's balance, richest or most recently changed first",
+        responses=problem_responses(),
+    )
+    async def users(
+        self,
+        request: Request[Principal, Any, State],
+        min_position: MinPositionHeader,
+        order: UserOrder = "balance_desc",
+        limit: Limit = queries.DEFAULT_PAGE_SIZE,
+        cursor: Cursor = None,
+    ) -> Response[queries.UserPage]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        page = await queries.users(state.pool, order=order, limit=limit, cursor=cursor)
+        return Response(page, headers=headers)
+
+    @post(
+        "/credits/adjust",
+        operation_id="AdjustCredits",
+        summary="Add (positive) or remove (negative) credits by hand, with a reason",
+        description="A removal larger than the available balance is 409 insufficient-credits. The admin's sub is "
+        "recorded with the reason.",
+        status_code=201,
+        responses=problem_responses(409),
+    )
+    async def adjust(
+        self, request: Request[Principal, Any, State], data: AdjustRequest, idempotency_key: IdempotencyKeyHeader
+    ) -> Response[AdjustResponse]:
+        state = request.app.state
+        command = AdjustCredits(
+            user_id=data.user_id,
+            amount_millicredits=data.amount_millicredits,
+            reason=data.reason,
+            admin_id=request.user.sub,
+        )
+        receipt = await state.calls.command(
+            "adjust",
+            state.ledger.adjust_credits,
+            command,
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        publish(state.channels, receipt.user_id, receipt.position)
+        body = AdjustResponse(
+            adjustment_id=receipt.adjustment_id,
+            user_id=receipt.user_id,
+            amount_millicredits=receipt.amount_millicredits,
+            balance_after_millicredits=receipt.balance_after_millicredits,
+        )
+        return reply(body, receipt, 201)
+
+    @get(
+        "/billing-config",
+        operation_id="GetBillingConfig",
+        summary="The billing settings the ledger applies",
+        responses=problem_responses(),
+    )
+    async def billing_config(
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+    ) -> Response[BillingConfigView]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        settings = await queries.billing_settings(state.pool)
+        return Response(msgspec.convert(msgspec.structs.asdict(settings), BillingConfigView), headers=headers)
+
+    @put(
+        "/billing-config",
+        operation_id="ChangeBillingConfig",
+        summary="Change some billing settings (a partial update)",
+        description="Only the settings given change. Every change is an event recording who, when, old and new.",
+        responses=problem_responses(409),
+    )
+    async def change_billing_config(
+        self,
+        request: Request[Principal, Any, State],
+        data: BillingConfigPatch,
+        idempotency_key: OptionalIdempotencyKeyHeader,
+    ) -> Response[BillingConfigView]:
+        state = request.app.state
+        changes = msgspec.structs.asdict(data)
+        command = ChangeBillingSettings(
+            changes={key: value for key, value in changes.items() if value is not None}, changed_by=request.user.sub
+        )
+        receipt = await state.calls.command(
+            "billing-config",
+            state.ledger.change_billing_settings,
+            command,
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        return reply(msgspec.convert(receipt.settings, BillingConfigView), receipt, 200)
+
+    @get(
+        "/credits/packages",
+        operation_id="ListAllPackages",
+        summary="Every credit package, active or not",
+        responses=problem_responses(),
+    )
+    async def packages(
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+    ) -> Response[PackageList]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        listed = await queries.packages(state.pool, active_only=False)
+        body = PackageList(
+            packages=[
+                PackageResponse(
+                    id=p.id,
+                    name=p.name,
+                    credits=p.credits,
+                    price=Price(amount_minor=p.price.amount_minor, currency=p.price.currency),
+                    active=p.active,
+                    stripe_price_id=p.stripe_price_id,
+                )
+                for p in listed
+            ]
+        )
+        return Response(body, headers=headers)
+
+    @post(
+        "/credits/packages",
+        operation_id="AddPackage",
+        summary="Add a credit package",
+        status_code=201,
+        responses=problem_responses(409),
+    )
+    async def add_package(
+        self, request: Request[Principal, Any, State], data: PackageCreate, idempotency_key: IdempotencyKeyHeader
+    ) -> Response[PackageResponse]:
+        state = request.app.state
+        command = AddPackage(
+            package_id=data.id,
+            name=data.name,
+            credits=data.credits,
+            price_amount_minor=data.price.amount_minor,
+            currency=data.price.currency,
+            active=data.active,
+            stripe_price_id=data.stripe_price_id,
+            added_by=request.user.sub,
+        )
+        receipt = await state.calls.command(
+            "add-package",
+            state.ledger.add_package,
+            command,
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        return reply(_package(receipt), receipt, 201)
+
+    @patch(
+        "/credits/packages/{package_id:str}",
+        operation_id="ChangePackage",
+        summary="Change a package's name, credits, price or active flag",
+        responses=problem_responses(404, 409),
+    )
+    async def change_package(
+        self,
+        request: Request[Principal, Any, State],
+        package_id: PackageIdPath,
+        data: PackagePatch,
+        idempotency_key: OptionalIdempotencyKeyHeader,
+    ) -> Response[PackageResponse]:
+        state = request.app.state
+        changes: dict[str, str | int | bool | None] = {
+            key: value
+            for key, value in (("name", data.name), ("credits", data.credits), ("active", data.active))
+            if value is not None
+        }
+        if data.price is not None:
+            changes.update(price_amount_minor=data.price.amount_minor, currency=data.price.currency)
+        if data.stripe_price_id is not None:
+            changes["stripe_price_id"] = data.stripe_price_id
+        receipt = await state.calls.command(
+            "change-package",
+            state.ledger.change_package,
+            ChangePackage(package_id=package_id, changes=changes, changed_by=request.user.sub),
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        return reply(_package(receipt), receipt, 200)

@@ -1,0 +1,219 @@
+"""Internal services: report usage, hold and settle credits for metered work, set accounts up."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from gateway.auth import Principal, requires
+from gateway.calls import IdempotencyKeyHeader, reply
+from gateway.live import publish
+from gateway.openapi import problem_responses
+from gateway.schemas import (
+    DebitRequest,
+    DebitResponse,
+    InitializeResponse,
+    ReleaseResponse,
+    ReservationRequest,
+    ReservationResponse,
+    SettlementResponse,
+    SettleRequest,
+    usage_tokens,
+)
+from ledger.commands import DebitUsage, InitializeAccount, ReleaseReservation, ReserveCredits, SettleReservation
+
+ReservationId = Annotated[str, Parameter(min_length=1, max_length=128, description="The id a reservation returned")]
+PathUserId = Annotated[
+    str, Parameter(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="The user's id")
+]
+
+
+class UsageController(Controller):
+    path = "/api/usage"
+    tags = ["Internal services"]  # noqa: RUF012 - Litestar reads a list here.
+    guards = [requires("service")]  # noqa: RUF012
+
+    @post(
+        "/debits",
+        operation_id="DebitUsage",
+        summary="Debit the credits of usage that has happened",
+        description="Prices the tokens at the configured rate and debits them, never past the available balance.",
+        status_code=201,
+        responses=problem_responses(402, 409),
+    )
+    async def debit(
+        self, request: Request[Principal, Any, State], data: DebitRequest, idempotency_key: IdempotencyKeyHeader
+    ) -> Response[DebitResponse]:
+        state = request.app.state
+        command = DebitUsage(
+            user_id=data.user_id,
+            tokens=usage_tokens(data.tokens, data.input_tokens, data.output_tokens),
+            input_tokens=data.input_tokens,
+            output_tokens=data.output_tokens,
+            model=data.model,
+            agent_id=data.agent_id,
+            analysis_id=data.analysis_id,
+            occurred_at=data.occurred_at,
+        )
+        receipt = await state.calls.command(
+            "debit",
+            state.ledger.debit_usage,
+            command,
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        publish(state.channels, receipt.user_id, receipt.position)
+        body = DebitResponse(
+            debit_id=receipt.debit_id,
+            user_id=receipt.user_id,
+            tokens=receipt.tokens,
+            amount_millicredits=receipt.amount_millicredits,
+            balance_after_millicredits=receipt.balance_after_millicredits,
+            available_after_millicredits=receipt.available_after_millicredits,
+        )
+        return reply(body, receipt, 201)
+
+    @post(
+        "/reservations",
+        operation_id="ReserveCredits",
+        summary="Hold credits for work about to start",
+        description=(
+            "Holds the estimate's cost until settled, released or expired (ttl_seconds, default 900). Needs an "
+            "available balance of at least the larger of that cost and the minimum balance for an analysis."
+        ),
+        status_code=201,
+        responses=problem_responses(402, 409),
+    )
+    async def reserve(
+        self,
+        request: Request[Principal, Any, State],
+        data: ReservationRequest,
+        idempotency_key: IdempotencyKeyHeader,
+    ) -> Response[ReservationResponse]:
+        state = request.app.state
+        command = ReserveCredits(
+            user_id=data.user_id,
+            estimated_tokens=data.estimated_tokens,
+            ttl_seconds=data.ttl_seconds,
+            analysis_id=data.analysis_id,
+        )
+        receipt = await state.calls.command(
+            "reserve",
+            state.ledger.reserve_credits,
+            command,
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        publish(state.channels, receipt.user_id, receipt.position)
+        body = ReservationResponse(
+            reservation_id=receipt.reservation_id,
+            held_millicredits=receipt.held_millicredits,
+            expires_at=receipt.expires_at,
+            available_after_millicredits=receipt.available_after_millicredits,
+        )
+        return reply(body, receipt, 201)
+
+    @post(
+        "/reservations/{reservation_id:str}/settle",
+        operation_id="SettleReservation",
+        summary="Debit a reservation's actual usage and release the rest of its hold",
+        description=(
+            "The actual usage is debited even past the hold (the work has happened); the balance may then go "
+            "below zero. A settled, released or expired reservation is 409 reservation-not-open."
+        ),
+        status_code=200,
+        responses=problem_responses(404, 409),
+    )
+    async def settle(
+        self,
+        request: Request[Principal, Any, State],
+        reservation_id: ReservationId,
+        data: SettleRequest,
+        idempotency_key: IdempotencyKeyHeader,
+    ) -> Response[SettlementResponse]:
+        state = request.app.state
+        command = SettleReservation(
+            reservation_id=reservation_id,
+            tokens=usage_tokens(data.tokens, data.input_tokens, data.output_tokens),
+            input_tokens=data.input_tokens,
+            output_tokens=data.output_tokens,
+            model=data.model,
+        )
+        receipt = await state.calls.command(
+            "settle",
+            state.ledger.settle_reservation,
+            command,
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        publish(state.channels, receipt.user_id, receipt.position)
+        body = SettlementResponse(
+            reservation_id=receipt.reservation_id,
+            debited_millicredits=receipt.debited_millicredits,
+            released_millicredits=receipt.released_millicredits,
+            balance_after_millicredits=receipt.balance_after_millicredits,
+        )
+        return reply(body, receipt, 200)
+
+    @post(
+        "/reservations/{reservation_id:str}/release",
+        operation_id="ReleaseReservation",
+        summary="Give a reservation's hold back unused",
+        status_code=200,
+        responses=problem_responses(404, 409),
+    )
+    async def release(
+        self,
+        request: Request[Principal, Any, State],
+        reservation_id: ReservationId,
+        idempotency_key: IdempotencyKeyHeader,
+    ) -> Response[ReleaseResponse]:
+        state = request.app.state
+        receipt = await state.calls.command(
+            "release",
+            state.ledger.release_reservation,
+            ReleaseReservation(reservation_id=reservation_id),
+            idempotency=request.user.idempotency(idempotency_key),
+            now=state.clock(),
+        )
+        publish(state.channels, receipt.user_id, receipt.position)
+        body = ReleaseResponse(
+            reservation_id=receipt.reservation_id,
+            released_millicredits=receipt.released_millicredits,
+            available_after_millicredits=receipt.available_after_millicredits,
+        )
+        return reply(body, receipt, 200)
+
+
+class AccountsController(Controller):
+    path = "/api/users"
+    tags = ["Internal services"]  # noqa: RUF012
+    guards = [requires("service", "admin")]  # noqa: RUF012
+
+    @post(
+        "/{user_id:str}/initialize",
+        operation_id="InitializeAccount",
+        summary="Set an account up, granting the welcome credits once",
+        description="201 the first time (with the configured welcome credits, 0 by default), 200 after that.",
+        status_code=201,
+        responses=problem_responses(),
+    )
+    async def initialize(
+        self, request: Request[Principal, Any, State], user_id: PathUserId
+    ) -> Response[InitializeResponse]:
+        state = request.app.state
+        receipt = await state.calls.command(
+            "initialize", state.ledger.initialize_account, InitializeAccount(user_id=user_id), now=state.clock()
+        )
+        if receipt.created:
+            publish(state.channels, receipt.user_id, receipt.position)
+        body = InitializeResponse(
+            user_id=receipt.user_id,
+            created=receipt.created,
+            welcome_millicredits=receipt.welcome_millicredits,
+            balance_after_millicredits=receipt.balance_after_millicredits,
+        )
+        return reply(body, receipt, 201 if receipt.created else 200)

@@ -1,0 +1,113 @@
+"""A user's own account: balance (also as a live stream), history and usage. The account is the token's sub."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+
+from gateway.auth import Principal, requires
+from gateway.calls import MinPositionHeader
+from gateway.live import balance_events
+from gateway.openapi import problem_responses
+from projections import queries
+
+Limit = Annotated[int, Parameter(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size, 1 to 500")]
+Cursor = Annotated[
+    str | None, Parameter(required=False, min_length=1, max_length=200, description="next_cursor of the last page")
+]
+READ_WAIT_SECONDS = 2.0
+
+
+async def wait_for(state: State, position: int | None) -> dict[str, str]:
+    """Headers for a read: ``Ledger-Stale`` when the views did not reach the position asked for in time."""
+    if position and not await queries.wait_for_position(state.pool, position, timeout_seconds=READ_WAIT_SECONDS):
+        return {"Ledger-Stale": "true"}
+    return {}
+
+
+class UserCreditsController(Controller):
+    path = "/api/credits"
+    tags = ["User"]  # noqa: RUF012 - Litestar reads a list here.
+    guards = [requires("user")]  # noqa: RUF012
+
+    @get(
+        "/balance",
+        operation_id="GetBalance",
+        summary="The caller's balance, holds and available credits",
+        description="Holds past their expiry no longer count. A user with no events yet has zeros.",
+        responses=problem_responses(),
+    )
+    async def balance(
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+    ) -> Response[queries.BalanceView]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        view = await queries.balance(state.pool, request.user.sub, now=state.clock())
+        return Response(view, headers=headers)
+
+    @get(
+        "/balance/stream",
+        operation_id="StreamBalance",
+        summary="Server-sent events: the balance on connect and after each change",
+        description="Each event is named `balance` and carries the same body as GET /api/credits/balance.",
+        responses=problem_responses(),
+    )
+    async def stream(self, request: Request[Principal, Any, State]) -> ServerSentEvent:
+        state = request.app.state
+        user_id = request.user.sub
+
+        async def read(position: int) -> str:
+            await wait_for(state, position)
+            view = await queries.balance(state.pool, user_id, now=state.clock())
+            return msgspec.json.encode(view).decode()
+
+        return ServerSentEvent(balance_events(state.channels, user_id, read))
+
+    @get(
+        "/history",
+        operation_id="GetHistory",
+        summary="The caller's movements, newest first",
+        description="kind is one of purchase, grant, debit, reservation, settlement, release, adjustment, refund, "
+        "dispute. Paginated with limit and cursor.",
+        responses=problem_responses(),
+    )
+    async def history(
+        self,
+        request: Request[Principal, Any, State],
+        min_position: MinPositionHeader,
+        limit: Limit = queries.DEFAULT_PAGE_SIZE,
+        cursor: Cursor = None,
+    ) -> Response[queries.HistoryPage]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        page = await queries.history(state.pool, request.user.sub, limit=limit, cursor=cursor)
+        return Response(page, headers=headers)
+
+    @get(
+        "/usage",
+        operation_id="GetUsage",
+        summary="Token usage in hourly or daily buckets",
+        description="Buckets oldest first, empty ones included. Without from and to: the last 24 hours by hour, "
+        "or the last 30 days by day. At most 31 days by hour and 366 by day.",
+        responses=problem_responses(),
+    )
+    async def usage(
+        self,
+        request: Request[Principal, Any, State],
+        min_position: MinPositionHeader,
+        granularity: Annotated[queries.Granularity, Parameter(description="hour or day")] = "hour",
+        start: Annotated[datetime | None, Parameter(query="from", required=False)] = None,
+        end: Annotated[datetime | None, Parameter(query="to", required=False)] = None,
+    ) -> Response[queries.UsageReport]:
+        state = request.app.state
+        headers = await wait_for(state, min_position)
+        report = await queries.usage(
+            state.pool, request.user.sub, granularity=granularity, start=start, end=end, now=state.clock()
+        )
+        return Response(report, headers=headers)

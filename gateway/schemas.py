@@ -1,0 +1,222 @@
+"""The HTTP contract's bodies as msgspec Structs: every input bounded, unknown fields refused.
+
+Bodies are decoded strictly (see ``gateway.body``): a string, a float or a boolean where an integer is
+expected is refused, never coerced. The ledger checks every value again; these bounds make the schema
+say what the ledger will accept, and refuse the rest before any work is done.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from ledger.amounts import MAX_AMOUNT
+from ledger.errors import InvalidCommandError
+
+MAX_TTL_SECONDS = 86_400
+
+UserId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="1 to 128 visible ASCII characters"
+    ),
+]
+Tokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="a whole number of tokens")]
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+SignedMillicredits = Annotated[int, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+PackageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+PackageName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+WholeCredits = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT // 1_000)]
+MinorUnits = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT // 1_000)]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+StripeId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every request body: unknown fields are an error, not something to ignore."""
+
+
+# Internal services.
+
+
+class DebitRequest(Body, frozen=True, kw_only=True):
+    user_id: UserId
+    tokens: Tokens | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    model: Label | None = None
+    agent_id: Label | None = None
+    analysis_id: Label | None = None
+    occurred_at: datetime | None = None
+
+
+class ReservationRequest(Body, frozen=True, kw_only=True):
+    user_id: UserId
+    estimated_tokens: Tokens
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_TTL_SECONDS)] = 900
+    analysis_id: Label | None = None
+
+
+class SettleRequest(Body, frozen=True, kw_only=True):
+    tokens: TokenCount | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    model: Label | None = None
+
+
+def usage_tokens(tokens: int | None, input_tokens: int | None, output_tokens: int | None) -> int:
+    """The contract takes ``tokens``, or ``input_tokens`` and ``output_tokens``; the ledger takes the total."""
+    if tokens is not None:
+        return tokens
+    if input_tokens is None or output_tokens is None:
+        raise InvalidCommandError("tokens", "give tokens, or input_tokens and output_tokens")
+    return input_tokens + output_tokens
+
+
+class DebitResponse(msgspec.Struct, frozen=True, kw_only=True):
+    debit_id: str
+    user_id: str
+    tokens: int
+    amount_millicredits: int
+    balance_after_millicredits: int
+    available_after_millicredits: int
+
+
+class ReservationResponse(msgspec.Struct, frozen=True, kw_only=True):
+    reservation_id: str
+    held_millicredits: int
+    expires_at: datetime
+    available_after_millicredits: int
+
+
+class SettlementResponse(msgspec.Struct, frozen=True, kw_only=True):
+    reservation_id: str
+    debited_millicredits: int
+    released_millicredits: int
+    balance_after_millicredits: int
+
+
+class ReleaseResponse(msgspec.Struct, frozen=True, kw_only=True):
+    reservation_id: str
+    released_millicredits: int
+    available_after_millicredits: int
+
+
+class InitializeResponse(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    created: bool
+    welcome_millicredits: int
+    balance_after_millicredits: int
+
+
+# Admin.
+
+
+class AdjustRequest(Body, frozen=True, kw_only=True):
+    user_id: UserId
+    amount_millicredits: SignedMillicredits
+    reason: Reason
+
+
+class AdjustResponse(msgspec.Struct, frozen=True, kw_only=True):
+    adjustment_id: str
+    user_id: str
+    amount_millicredits: int
+    balance_after_millicredits: int
+
+
+class BillingConfigPatch(Body, frozen=True, kw_only=True, omit_defaults=True):
+    """A partial update: only the settings given change."""
+
+    api_monthly_limit_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT)] | None = None
+    alert_threshold_percent: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    hourly_token_limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT)] | None = None
+    daily_token_limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT)] | None = None
+    min_balance_for_analysis_millicredits: Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)] | None = None
+    tokens_per_credit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] | None = None
+    welcome_credits: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | None = None
+
+
+class BillingConfigView(msgspec.Struct, frozen=True, kw_only=True):
+    api_monthly_limit_tokens: int
+    alert_threshold_percent: int
+    hourly_token_limit: int
+    daily_token_limit: int
+    min_balance_for_analysis_millicredits: int
+    tokens_per_credit: int
+    welcome_credits: int
+
+
+class PriceBody(Body, frozen=True, kw_only=True):
+    amount_minor: MinorUnits
+    currency: Currency = "BRL"
+
+
+class PackageCreate(Body, frozen=True, kw_only=True):
+    id: PackageId
+    name: PackageName
+    credits: WholeCredits
+    price: PriceBody
+    active: bool = True
+    stripe_price_id: StripeId | None = None
+
+
+class PackagePatch(Body, frozen=True, kw_only=True):
+    name: PackageName | None = None
+    credits: WholeCredits | None = None
+    price: PriceBody | None = None
+    active: bool | None = None
+    stripe_price_id: StripeId | None = None
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True):
+    amount_minor: int
+    currency: str
+
+
+class PackageResponse(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    credits: int
+    price: Price
+    active: bool
+    stripe_price_id: str | None
+
+
+class PackageList(msgspec.Struct, frozen=True, kw_only=True):
+    packages: list[PackageResponse]
+
+
+class PublicPackage(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    credits: int
+    price: Price
+    active: bool
+
+
+class PublicPackageList(msgspec.Struct, frozen=True, kw_only=True):
+    packages: list[PublicPackage]
+
+
+# Problems (RFC 9457), for the OpenAPI document.
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True):
+    field: str
+    reason: str
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+UserOrder = Literal["balance_desc", "updated_desc"]
