@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import anyio.to_thread
 from litestar import Response
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from gateway.metrics import COMMANDS, REPLAYS
 from ledger.application import Ledger
@@ -28,8 +28,8 @@ T = TypeVar("T")
 
 IdempotencyKeyHeader = Annotated[
     str,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         min_length=1,
         max_length=255,
         pattern=r"^[\x21-\x7e]+$",
@@ -38,8 +38,8 @@ IdempotencyKeyHeader = Annotated[
 ]
 OptionalIdempotencyKeyHeader = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         min_length=1,
         max_length=255,
@@ -49,8 +49,8 @@ OptionalIdempotencyKeyHeader = Annotated[
 ]
 MinPositionHeader = Annotated[
     int | None,
-    Parameter(
-        header="Ledger-Min-Position",
+    HeaderParameter(
+        name="Ledger-Min-Position",
         required=False,
         ge=0,
         description="Wait (at most 2 s) until the views include this log position, e.g. a write's Ledger-Position.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import signal
 import sys
 import threading
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import jwt
 
+from gateway.logs import configure_logging
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.wiring import Database, build_ledger, prepare_database, utc_now
 
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=1, choices=range(1, 65), metavar="1-64")
 
     commands.add_parser("migrate", help="apply the SQL migrations")
     commands.add_parser("seed", help="create the default billing configuration and packages")
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"ledger: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
 
     if args.command == "token":
         return _token(settings, args.role, args.sub, args.ttl_seconds)
@@ -175,22 +176,38 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
             print(f"ledger: development JWT secret in {settings.data_dir / 'dev-jwt-secret'}", flush=True)
         if applied:
             print(f"ledger: applied migrations {', '.join(applied)}", flush=True)
-        ledger = build_ledger(settings, database.url)
-        app = create_app(settings, ledger, database.url)
         worker = None
         if database.embedded is not None:
-            # One command runs everything in development: the projections follow the log in this process.
+            # One command runs everything in development: the projections and the hold sweeper follow
+            # the log in this process.
             from projections.worker import ProjectionWorker  # noqa: PLC0415
 
-            worker = ProjectionWorker(database.url, ledger, batch_size=settings.projection_batch_size)
+            sweeper_ledger = build_ledger(settings, database.url)
+            worker = ProjectionWorker(database.url, sweeper_ledger, batch_size=settings.projection_batch_size)
             worker.start()
-        print(f"ledger: serving on http://{host}:{port} (Ctrl-C stops)", flush=True)
-        if workers != 1:
-            print("ledger: --workers above 1 is not available yet; serving with one worker", file=sys.stderr)
-        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+        print(f"ledger: serving on http://{host}:{port} with {workers} worker(s) (Ctrl-C stops)", flush=True)
+        if workers == 1:
+            ledger = build_ledger(settings, database.url)
+            app = create_app(settings, ledger, database.url)
+            uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+            ledger.close()
+        else:
+            # Each worker process builds its own app from the environment; an embedded database's URL and
+            # development secret are passed on to them.
+            os.environ["LEDGER_DATABASE_URL"] = database.url
+            os.environ["LEDGER_JWT_SECRET"] = settings.jwt_secret
+            uvicorn.run(
+                "gateway.asgi:app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
         if worker is not None:
             worker.stop()
-        ledger.close()
+            sweeper_ledger.close()
     finally:
         # A terminal's Ctrl-C can reach this process twice (directly and through `uv run`): the second
         # must not interrupt stopping the database halfway.

@@ -238,6 +238,9 @@ async def usage(
 ) -> UsageReport:
     """Token usage in hourly or daily buckets, oldest first, with empty buckets filled with zeros."""
     step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
+    for name, moment in (("from", start), ("to", end)):
+        if moment is not None and moment.tzinfo is None:
+            raise InvalidCommandError(name, "must be an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z")
     end = end or now
     start = start or end - DEFAULT_USAGE_RANGE[granularity]
     if start >= end:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply
@@ -30,7 +30,7 @@ from ledger.commands import AddPackage, AdjustCredits, ChangeBillingSettings, Ch
 from ledger.receipts import PackageReceipt
 from projections import queries
 
-PackageIdPath = Annotated[str, Parameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+PackageIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def _package(receipt: PackageReceipt) -> PackageResponse:
@@ -74,7 +74,7 @@ class AdminController(Controller):
         self,
         request: Request[Principal, Any, State],
         min_position: MinPositionHeader,
-        order: UserOrder = "balance_desc",
+        order: Annotated[UserOrder, QueryParameter(description="balance_desc or updated_desc")] = "balance_desc",
         limit: Limit = queries.DEFAULT_PAGE_SIZE,
         cursor: Cursor = None,
     ) -> Response[queries.UserPage]:
@@ -93,7 +93,10 @@ class AdminController(Controller):
         responses=problem_responses(409),
     )
     async def adjust(
-        self, request: Request[Principal, Any, State], data: AdjustRequest, idempotency_key: IdempotencyKeyHeader
+        self,
+        request: Request[Principal, Any, State],
+        data: JSONBody[AdjustRequest],
+        idempotency_key: IdempotencyKeyHeader,
     ) -> Response[AdjustResponse]:
         state = request.app.state
         command = AdjustCredits(
@@ -142,7 +145,7 @@ class AdminController(Controller):
     async def change_billing_config(
         self,
         request: Request[Principal, Any, State],
-        data: BillingConfigPatch,
+        data: JSONBody[BillingConfigPatch],
         idempotency_key: OptionalIdempotencyKeyHeader,
     ) -> Response[BillingConfigView]:
         state = request.app.state
@@ -194,7 +197,10 @@ class AdminController(Controller):
         responses=problem_responses(409),
     )
     async def add_package(
-        self, request: Request[Principal, Any, State], data: PackageCreate, idempotency_key: IdempotencyKeyHeader
+        self,
+        request: Request[Principal, Any, State],
+        data: JSONBody[PackageCreate],
+        idempotency_key: IdempotencyKeyHeader,
     ) -> Response[PackageResponse]:
         state = request.app.state
         command = AddPackage(
@@ -226,7 +232,7 @@ class AdminController(Controller):
         self,
         request: Request[Principal, Any, State],
         package_id: PackageIdPath,
-        data: PackagePatch,
+        data: JSONBody[PackagePatch],
         idempotency_key: OptionalIdempotencyKeyHeader,
     ) -> Response[PackageResponse]:
         state = request.app.state

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, reply
@@ -25,9 +25,9 @@ from gateway.schemas import (
 )
 from ledger.commands import DebitUsage, InitializeAccount, ReleaseReservation, ReserveCredits, SettleReservation
 
-ReservationId = Annotated[str, Parameter(min_length=1, max_length=128, description="The id a reservation returned")]
+ReservationId = Annotated[str, PathParameter(min_length=1, max_length=128, description="The id a reservation returned")]
 PathUserId = Annotated[
-    str, Parameter(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="The user's id")
+    str, PathParameter(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="The user's id")
 ]
 
 
@@ -45,7 +45,10 @@ class UsageController(Controller):
         responses=problem_responses(402, 409),
     )
     async def debit(
-        self, request: Request[Principal, Any, State], data: DebitRequest, idempotency_key: IdempotencyKeyHeader
+        self,
+        request: Request[Principal, Any, State],
+        data: JSONBody[DebitRequest],
+        idempotency_key: IdempotencyKeyHeader,
     ) -> Response[DebitResponse]:
         state = request.app.state
         command = DebitUsage(
@@ -90,7 +93,7 @@ class UsageController(Controller):
     async def reserve(
         self,
         request: Request[Principal, Any, State],
-        data: ReservationRequest,
+        data: JSONBody[ReservationRequest],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[ReservationResponse]:
         state = request.app.state
@@ -131,7 +134,7 @@ class UsageController(Controller):
         self,
         request: Request[Principal, Any, State],
         reservation_id: ReservationId,
-        data: SettleRequest,
+        data: JSONBody[SettleRequest],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[SettlementResponse]:
         state = request.app.state

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 
 from gateway.auth import Principal, requires
@@ -17,9 +17,9 @@ from gateway.live import balance_events
 from gateway.openapi import problem_responses
 from projections import queries
 
-Limit = Annotated[int, Parameter(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size, 1 to 500")]
+Limit = Annotated[int, QueryParameter(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size, 1 to 500")]
 Cursor = Annotated[
-    str | None, Parameter(required=False, min_length=1, max_length=200, description="next_cursor of the last page")
+    str | None, QueryParameter(required=False, min_length=1, max_length=200, description="next_cursor of the last page")
 ]
 READ_WAIT_SECONDS = 2.0
 
@@ -101,9 +101,9 @@ class UserCreditsController(Controller):
         self,
         request: Request[Principal, Any, State],
         min_position: MinPositionHeader,
-        granularity: Annotated[queries.Granularity, Parameter(description="hour or day")] = "hour",
-        start: Annotated[datetime | None, Parameter(query="from", required=False)] = None,
-        end: Annotated[datetime | None, Parameter(query="to", required=False)] = None,
+        granularity: Annotated[queries.Granularity, QueryParameter(description="hour or day")] = "hour",
+        start: Annotated[datetime | None, QueryParameter(name="from", required=False)] = None,
+        end: Annotated[datetime | None, QueryParameter(name="to", required=False)] = None,
     ) -> Response[queries.UsageReport]:
         state = request.app.state
         headers = await wait_for(state, min_position)
