@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import msgspec
@@ -15,6 +16,7 @@ READY_CHECK_TIMEOUT_SECONDS = 2.0
 
 class Liveness(msgspec.Struct, frozen=True):
     status: str
+    pid: int
 
 
 class Readiness(msgspec.Struct, frozen=True):
@@ -55,7 +57,8 @@ class HealthController(Controller):
 
     @get("/live", operation_id="Liveness", summary="The process is up", exclude_from_auth=True, security=[])
     async def live(self) -> Liveness:
-        return Liveness(status="ok")
+        # The process id tells which worker answered, when several share the port.
+        return Liveness(status="ok", pid=os.getpid())
 
     @get(
         "/ready",
