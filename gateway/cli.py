@@ -28,6 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, choices=range(1, 65), metavar="1-64")
+    serve.add_argument(
+        "--no-projections",
+        action="store_true",
+        help="do not run the projections and the hold sweeper in this process (when `ledger project` runs them)",
+    )
 
     commands.add_parser("migrate", help="apply the SQL migrations")
     commands.add_parser("seed", help="create the default billing configuration and packages")
@@ -52,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(settings, args.role, args.sub, args.ttl_seconds)
     if args.command == "serve":
-        return _serve(settings, args.host, args.port, args.workers)
+        return _serve(settings, args.host, args.port, args.workers, projections=not args.no_projections)
     database = Database(settings)
     try:
         return DATABASE_COMMANDS[args.command](settings, database.url, args)
@@ -163,7 +168,7 @@ def _token(settings: Settings, role: str, sub: str, ttl_seconds: int) -> int:
     return 0
 
 
-def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+def _serve(settings: Settings, host: str, port: int, workers: int, *, projections: bool) -> int:
     import uvicorn  # noqa: PLC0415
 
     from gateway.app import create_app  # noqa: PLC0415
@@ -177,9 +182,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
         if applied:
             print(f"ledger: applied migrations {', '.join(applied)}", flush=True)
         worker = None
-        if database.embedded is not None:
-            # One command runs everything in development: the projections and the hold sweeper follow
-            # the log in this process.
+        if projections:
+            # One command runs everything: the projections and the hold sweeper follow the log in this
+            # process. Where `ledger project` (or another server) already runs them, these stand by.
             from projections.worker import ProjectionWorker  # noqa: PLC0415
 
             sweeper_ledger = build_ledger(settings, database.url)
