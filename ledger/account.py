@@ -155,8 +155,9 @@ class CreditAccount(Aggregate):
     ) -> None:
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
-        if source not in {"purchase", "welcome", "promotional", "admin"}:
-            raise InvalidCommandError("source", "must be purchase, welcome, promotional or admin")
+        if source not in {"purchase", "welcome", "promotional", "admin", "dispute"}:
+            # "dispute" gives back credits a dispute took, when the dispute is won.
+            raise InvalidCommandError("source", "must be purchase, welcome, promotional, admin or dispute")
         _check_text("reference", reference, max_length=255)
         _check_text("description", description, max_length=500)
         if self.balance_millicredits + amount_millicredits > MAX_AMOUNT:

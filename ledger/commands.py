@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-GrantSource = Literal["purchase", "welcome", "promotional", "admin"]
+GrantSource = Literal["purchase", "welcome", "promotional", "admin", "dispute"]
 RevocationReason = Literal["refund", "dispute"]
 
 

@@ -97,6 +97,18 @@ class PackageReceipt(Receipt, frozen=True, kw_only=True):
     changed: list[str]
 
 
+class PaymentReceipt(Receipt, frozen=True, kw_only=True):
+    """The checkout after a Stripe fact: its status, and what the buyer holds from it."""
+
+    session_id: str
+    user_id: str
+    status: str
+    granted_millicredits: int
+    refund_clawback_millicredits: int
+    dispute_clawback_millicredits: int
+    balance_after_millicredits: int | None
+
+
 class Balance(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     balance_millicredits: int

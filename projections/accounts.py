@@ -48,7 +48,13 @@ class Batch:
     rollups: dict[tuple[str, str, datetime], list[int]] = field(default_factory=dict)
 
 
-GRANT_KINDS = {"purchase": "purchase", "welcome": "grant", "promotional": "grant", "admin": "adjustment"}
+GRANT_KINDS = {
+    "purchase": "purchase",
+    "welcome": "grant",
+    "promotional": "grant",
+    "admin": "adjustment",
+    "dispute": "dispute",
+}
 
 
 def _hour(moment: datetime) -> datetime:
