@@ -506,6 +506,25 @@ class Ledger(Application):  # type: ignore[type-arg]
             saved=saved,
         )
 
+    def guard_sale(self, *, potential_tokens: int, package_tokens: int, now: datetime) -> bool:
+        """True if a package of ``package_tokens`` may be sold now; records pausing and resuming."""
+        for _ in range(MAX_ATTEMPTS):
+            with self._singleton_lock:
+                try:
+                    config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
+                except AggregateNotFoundError:
+                    config = BillingConfig.seed(BillingSettings(), now)
+                allowed = config.guard_sale(potential_tokens=potential_tokens, package_tokens=package_tokens, now=now)
+                if not config.pending_events:
+                    return allowed
+                try:
+                    self.save(config)
+                except IntegrityError:
+                    _pause()
+                    continue
+                return allowed
+        raise ConcurrencyError("billing configuration kept changing")
+
     def list_packages(self) -> list[Package]:
         try:
             catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)

@@ -58,9 +58,11 @@ class BillingConfig(Aggregate):
         TOPIC = "ledger.BillingConfig.Created"
 
     values: dict[str, int]
+    sales_paused: bool
 
     def __init__(self, values: dict[str, int]) -> None:
         self.values = dict(values)
+        self.sales_paused = False
 
     @classmethod
     def seed(cls, settings: BillingSettings, now: datetime) -> BillingConfig:
@@ -95,6 +97,50 @@ class BillingConfig(Aggregate):
                 changed_by=changed_by,
             )
         return changed
+
+    def guard_sale(self, *, potential_tokens: int, package_tokens: int, now: datetime) -> bool:
+        """The oversell guard. True if a package may be sold now.
+
+        A sale is refused while the tokens that credits in circulation could buy, plus the package's own,
+        would pass ``alert_threshold_percent`` of the upstream API's monthly limit. Pausing and resuming
+        are events, so admins see when sales stopped and started again.
+        """
+        settings = self.settings
+        # Exact in integers: (potential + package) / limit > threshold / 100.
+        passes = (potential_tokens + package_tokens) * 100 > settings.alert_threshold_percent * (
+            settings.api_monthly_limit_tokens
+        )
+        if passes and not self.sales_paused:
+            self.trigger_event(
+                self.SalesPaused,
+                timestamp=now,
+                potential_tokens=potential_tokens,
+                package_tokens=package_tokens,
+                api_monthly_limit_tokens=settings.api_monthly_limit_tokens,
+                alert_threshold_percent=settings.alert_threshold_percent,
+            )
+        elif not passes and self.sales_paused:
+            self.trigger_event(self.SalesResumed, timestamp=now, potential_tokens=potential_tokens)
+        return not passes
+
+    class SalesPaused(Aggregate.Event):
+        """The admin alert: selling one more package would promise more tokens than the API allows."""
+
+        TOPIC = "ledger.BillingConfig.SalesPaused"
+        potential_tokens: int
+        package_tokens: int
+        api_monthly_limit_tokens: int
+        alert_threshold_percent: int
+
+        def apply(self, config: BillingConfig) -> None:
+            config.sales_paused = True
+
+    class SalesResumed(Aggregate.Event):
+        TOPIC = "ledger.BillingConfig.SalesResumed"
+        potential_tokens: int
+
+        def apply(self, config: BillingConfig) -> None:
+            config.sales_paused = False
 
     class SettingChanged(Aggregate.Event):
         TOPIC = "ledger.BillingConfig.SettingChanged"

@@ -32,6 +32,13 @@ class CatalogueProjection:
                     " updated_at = EXCLUDED.updated_at",
                     (event.key, event.new_value, event.changed_by, at),
                 )
+            elif isinstance(event, BillingConfig.SalesPaused | BillingConfig.SalesResumed):
+                conn.execute(
+                    "INSERT INTO billing_config (key, value, updated_by, updated_at) VALUES ('sales_paused', %s,"
+                    " 'oversell-guard', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,"
+                    " updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at",
+                    (int(isinstance(event, BillingConfig.SalesPaused)), at),
+                )
             elif isinstance(event, PackageCatalogue.PackageAdded):
                 f = event.fields
                 conn.execute(

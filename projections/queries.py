@@ -335,14 +335,19 @@ def _from_us(value: int) -> datetime:
 
 async def billing_settings(pool: Any) -> BillingSettings:
     """The billing configuration from its view (defaults for anything not projected yet)."""
-    rows = await pool.fetch("SELECT key, value FROM billing_config")
+    return (await _config(pool))[0]
+
+
+async def _config(pool: Any) -> tuple[BillingSettings, bool]:
+    """The billing settings, and whether the oversell guard has paused sales."""
+    rows = {r["key"]: r["value"] for r in await pool.fetch("SELECT key, value FROM billing_config")}
     known = set(BillingSettings.__struct_fields__)
-    return BillingSettings(**{r["key"]: r["value"] for r in rows if r["key"] in known})
+    return BillingSettings(**{k: v for k, v in rows.items() if k in known}), rows.get("sales_paused") == 1
 
 
 async def system_stats(pool: Any, *, now: datetime) -> SystemStats:
     """The admin dashboard's figures: what was sold against what the upstream API allows."""
-    settings = await billing_settings(pool)
+    settings, paused = await _config(pool)
     totals = await pool.fetchrow(
         "SELECT credits_in_circulation_millicredits, users_with_balance, reserved_millicredits"
         " FROM account_totals WHERE name = 'all'"
@@ -370,7 +375,7 @@ async def system_stats(pool: Any, *, now: datetime) -> SystemStats:
         api_monthly_limit_tokens=settings.api_monthly_limit_tokens,
         api_usage_percent=basis_points / 100,
         alert_threshold_percent=settings.alert_threshold_percent,
-        sales_paused=potential * 100 >= settings.alert_threshold_percent * settings.api_monthly_limit_tokens,
+        sales_paused=paused,
         tokens_used_30d=tokens_30d,
         analyses_30d=analyses_30d,
         users_with_balance=totals["users_with_balance"] if totals else 0,

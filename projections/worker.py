@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from ledger.application import Ledger
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
+from projections.payments import PaymentsProjection
 from projections.runner import DEFAULT_BATCH_SIZE, Projection, ProjectionRunner
 from projections.sweeper import HoldSweeper
 
 
 def all_projections() -> list[Projection]:
-    return [AccountsProjection(), CatalogueProjection()]
+    return [AccountsProjection(), CatalogueProjection(), PaymentsProjection()]
 
 
 def all_runners(database_url: str, batch_size: int = DEFAULT_BATCH_SIZE) -> list[ProjectionRunner]:

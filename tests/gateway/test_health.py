@@ -43,6 +43,7 @@ async def test_ready_reports_each_projection_caught_up(
     assert {name: lag["lag_events"] for name, lag in body["checks"]["projections"].items()} == {
         "accounts": 0,
         "catalogue": 0,
+        "payments": 0,
     }
 
 

@@ -17,8 +17,10 @@ import psycopg
 
 from ledger.application import Ledger
 from ledger.commands import GrantCredits, ReserveCredits
+from ledger.payments import DisputeChanged, SessionCompleted, SessionDetails
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
+from projections.payments import PaymentsProjection
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.sweeper import HoldSweeper
@@ -37,11 +39,22 @@ VIEWS = {
     "account_totals": "name",
     "billing_config": "key",
     "credit_packages": "id",
+    "stripe_payments": "checkout_session_id",
 }
 
 
 def views(url: str) -> dict[str, list[tuple[Any, ...]]]:
     return {table: rows(url, f"SELECT * FROM {table} ORDER BY {order}") for table, order in VIEWS.items()}
+
+
+def pay(ledger: Ledger) -> None:
+    details = SessionDetails(user_id="buyer", package_id="starter", credits=100, amount_minor=3_000, currency="BRL")
+    ledger.start_checkout("cs_1", details, now=T0)
+    ledger.record_payment(SessionCompleted(stripe_event_id="e1", session_id="cs_1", paid=True), now=T0)
+    ledger.record_payment(
+        DisputeChanged(stripe_event_id="e2", session_id="cs_1", dispute_id="dp", amount_minor=3_000, status="open"),
+        now=T0,
+    )
 
 
 def indexes(url: str) -> list[tuple[Any, ...]]:
@@ -55,11 +68,12 @@ def test_a_rebuild_gives_row_for_row_the_tables_the_log_gave(pg_ledger: Ledger, 
     script(pg_ledger)
     run(pg_ledger, "u2", [("grant", 300_000), ("reserve", 100_000), ("debit", 5), ("settle", 7), ("wait", 999)])
     write_history(pg_ledger, users=30, events_per_user=40)
-    for projection in (AccountsProjection(), CatalogueProjection()):
+    pay(pg_ledger)
+    for projection in (AccountsProjection(), CatalogueProjection(), PaymentsProjection()):
         ProjectionRunner(clean_database, projection, batch_size=13).catch_up()
     incremental, index_shapes = views(clean_database), indexes(clean_database)
     seen: list[tuple[int, int]] = []
-    for projection in (AccountsProjection(), CatalogueProjection()):
+    for projection in (AccountsProjection(), CatalogueProjection(), PaymentsProjection()):
         result = rebuild(clean_database, projection, progress=lambda done, total: seen.append((done, total)))
         assert result.events > 0
     assert views(clean_database) == incremental
