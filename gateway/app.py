@@ -23,10 +23,12 @@ from gateway.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from gateway.ratelimit import Counter, MemoryCounter, RateLimitMiddleware, RedisCounter
 from gateway.routes.admin import AdminController
 from gateway.routes.health import HealthController
+from gateway.routes.payments import PurchaseController, StripeWebhookController
 from gateway.routes.public import PublicController
 from gateway.routes.service import AccountsController, UsageController
 from gateway.routes.user import UserCreditsController
 from gateway.settings import Settings
+from gateway.stripe_events import stripe_client
 from ledger.application import Ledger
 
 MAX_BODY_BYTES = 64 * 1024
@@ -77,6 +79,7 @@ def create_app(
         counter = MemoryCounter()
         on_redis_error = _ignore
     channels = channels_plugin(redis, on_redis_error)
+    stripe = stripe_client(settings)
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
@@ -86,6 +89,8 @@ def create_app(
             yield
         finally:
             await pool.close()
+            if stripe is not None:
+                await stripe[1].close_async()  # type: ignore[no-untyped-call]
             if redis is not None:
                 await redis.aclose()
 
@@ -99,6 +104,8 @@ def create_app(
             UsageController,
             AccountsController,
             AdminController,
+            PurchaseController,
+            StripeWebhookController,
         ],
         lifespan=[resources],
         plugins=[problem_details_plugin(), channels],
@@ -117,6 +124,7 @@ def create_app(
         clock=clock,
         channels=channels,
         redis=redis,
+        stripe=stripe[0] if stripe is not None else None,
         rate_counter=counter,
         rate_limits={
             "user": settings.rate_limit_user_per_minute,

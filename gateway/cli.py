@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild = commands.add_parser("rebuild", help="rebuild projections from the first event, then switch")
     rebuild.add_argument("name", nargs="?", help="one projection (default: all)")
 
+    stripe_commands = commands.add_parser("stripe", help="Stripe tasks").add_subparsers(dest="task", required=True)
+    sync = stripe_commands.add_parser("sync-products", help="one Stripe product and price per package")
+    sync.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+
     token = commands.add_parser("token", help="mint a JWT for development and tests")
     token.add_argument("--role", choices=ROLES, required=True)
     token.add_argument("--sub", required=True, help="the user or service id (1 to 128 characters)")
@@ -143,12 +147,38 @@ def _progress_bar(name: str) -> Callable[[int, int], None]:
     return show
 
 
+def _stripe(settings: Settings, database_url: str, args: argparse.Namespace) -> int:
+    import stripe  # noqa: PLC0415
+
+    from gateway.stripe_sync import sync_products  # noqa: PLC0415
+
+    if settings.stripe_secret_key is None:
+        print("ledger: STRIPE_SECRET_KEY is not set", file=sys.stderr)
+        return 2
+    client = stripe.StripeClient(
+        settings.stripe_secret_key,
+        max_network_retries=2,
+        base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else {},
+    )
+    ledger = build_ledger(settings, database_url)
+    try:
+        for line in sync_products(client, ledger, dry_run=args.dry_run, now=utc_now()):
+            print(line)
+    except stripe.StripeError as error:
+        print(f"ledger: Stripe refused: {error.user_message or type(error).__name__}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    return 0
+
+
 DATABASE_COMMANDS: dict[str, Callable[[Settings, str, argparse.Namespace], int]] = {
     "migrate": _migrate,
     "seed": _seed,
     "project": _project,
     "verify": _verify,
     "rebuild": _rebuild,
+    "stripe": _stripe,
 }
 
 

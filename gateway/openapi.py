@@ -22,9 +22,9 @@ PROBLEMS: dict[int, tuple[str, str]] = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+def problem_responses(*statuses: int, auth: bool = True) -> dict[int, ResponseSpec]:
     specs = {}
-    for status in (401, 403, 422, 429, *statuses):
+    for status in ((401, 403, 422, 429) if auth else ()) + statuses:
         type_, description = PROBLEMS[status]
         specs[status] = ResponseSpec(
             data_container=Problem,

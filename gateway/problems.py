@@ -36,6 +36,7 @@ from ledger.errors import (
     QuotaExceededError,
     RemovalExceedsAvailableError,
     ReservationNotOpenError,
+    SalesPausedError,
 )
 
 log = logging.getLogger("gateway.errors")
@@ -58,6 +59,9 @@ TITLES: Mapping[str, str] = {
     "busy": "The account is busy; retry",
     "unavailable": "A dependency is unavailable; retry",
     "internal-error": "Internal error",
+    "invalid-signature": "The Stripe signature does not verify",
+    "payment-provider-error": "The payment provider refused or failed",
+    "payments-unavailable": "Payments are not configured",
     "http-error": "HTTP error",
 }
 
@@ -117,6 +121,15 @@ def _ledger(error: LedgerError) -> ProblemDetailsException:  # noqa: PLR0911 - o
         return problem("not-found", 404, str(error))
     if isinstance(error, IdempotencyConflictError):
         return problem("idempotency-conflict", 409, str(error))
+    if isinstance(error, SalesPausedError):
+        return problem(
+            "sales-paused",
+            409,
+            str(error),
+            potential_tokens=error.potential_tokens,
+            package_tokens=error.package_tokens,
+            allowed_tokens=error.allowed_tokens,
+        )
     if isinstance(error, ConcurrencyError):
         return problem("busy", 503, str(error), headers={"Retry-After": "1"})
     return problem("validation", 422, str(error))

@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stripe_secret_key: str | None
     stripe_webhook_secret: str | None
     stripe_api_base: str | None
+    pix_expires_after_seconds: int
+    checkout_success_url: str
+    checkout_cancel_url: str
 
     @property
     def embedded(self) -> bool:
@@ -77,12 +80,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwt_secret = _development_secret(data_dir)
     if len(jwt_secret) < 32:  # noqa: PLR2004 - HS256 wants a key at least as long as its hash.
         raise SettingsError("LEDGER_JWT_SECRET must be at least 32 characters")
+    public_url = (env.get("LEDGER_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
     return Settings(
         database_url=database_url,
         data_dir=data_dir,
         redis_url=_url(env, "LEDGER_REDIS_URL", ("redis", "rediss", "unix")),
         jwt_secret=jwt_secret,
-        public_url=(env.get("LEDGER_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        public_url=public_url,
         db_pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 4, 1, 200),
         db_max_overflow=_int(env, "LEDGER_DB_MAX_OVERFLOW", 4, 0, 200),
         db_connect_timeout_seconds=_int(env, "LEDGER_DB_CONNECT_TIMEOUT_SECONDS", 2, 1, 60),
@@ -97,6 +101,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
         stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
+        pix_expires_after_seconds=_int(env, "LEDGER_PIX_EXPIRES_AFTER_SECONDS", 3_600, 60, 1_209_600),
+        checkout_success_url=env.get("LEDGER_CHECKOUT_SUCCESS_URL")
+        or f"{public_url}/credits/success?session_id={{CHECKOUT_SESSION_ID}}",
+        checkout_cancel_url=env.get("LEDGER_CHECKOUT_CANCEL_URL") or f"{public_url}/credits/cancel",
     )
 
 

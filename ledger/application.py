@@ -57,6 +57,7 @@ from ledger.errors import (
     InvalidCommandError,
     LedgerError,
     NotFoundError,
+    SalesPausedError,
 )
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID, account_id, derived_id, request_id
@@ -505,6 +506,24 @@ class Ledger(Application):  # type: ignore[type-arg]
             what="billing configuration",
             saved=saved,
         )
+
+    def prepare_purchase(self, package_id: str, *, potential_tokens: int, now: datetime) -> Package:
+        """Check that a package may be bought now: it exists, is on sale, and passes the oversell guard.
+
+        ``potential_tokens`` is what the credits in circulation could buy, from the read side.
+        """
+        package = self.get_package(package_id)
+        if not package.active:
+            raise NotFoundError("package", package_id)
+        settings = self.billing_settings()
+        package_tokens = package.credits * settings.tokens_per_credit
+        if not self.guard_sale(potential_tokens=potential_tokens, package_tokens=package_tokens, now=now):
+            raise SalesPausedError(
+                potential_tokens=potential_tokens,
+                package_tokens=package_tokens,
+                allowed_tokens=settings.api_monthly_limit_tokens * settings.alert_threshold_percent // 100,
+            )
+        return package
 
     def guard_sale(self, *, potential_tokens: int, package_tokens: int, now: datetime) -> bool:
         """True if a package of ``package_tokens`` may be sold now; records pausing and resuming."""

@@ -69,3 +69,16 @@ class ConcurrencyError(LedgerError):
 
 class RemovalExceedsAvailableError(InsufficientCreditsError):
     """An admin removal larger than the available balance (a conflict, not a payment problem)."""
+
+
+class SalesPausedError(LedgerError):
+    """The oversell guard: selling this package would promise more tokens than the upstream API allows."""
+
+    def __init__(self, *, potential_tokens: int, package_tokens: int, allowed_tokens: int) -> None:
+        super().__init__(
+            f"sales are paused: {potential_tokens} tokens in circulation plus this package's {package_tokens} "
+            f"would pass the {allowed_tokens} tokens the alert threshold allows"
+        )
+        self.potential_tokens = potential_tokens
+        self.package_tokens = package_tokens
+        self.allowed_tokens = allowed_tokens
