@@ -20,6 +20,7 @@ import pytest
 from ledger.application import Ledger
 from ledger.persistence import memory_env, postgres_env
 from migrations import apply_migrations
+from tests.stripe_fake.fixture import fake_stripe, fake_stripe_client, fake_stripe_server  # noqa: F401
 
 REQUIRE_SERVICES = os.environ.get("LEDGER_REQUIRE_SERVICES") == "1"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,4 +1,3 @@
-"""Makes the fake's fixtures available to its own self-tests."""
+"""Makes the checkout helpers available to the fake's own self-tests (its fixtures come from tests/conftest.py)."""
 
 from tests.stripe_fake.checkout_fixtures import brl_price, make_session  # noqa: F401
-from tests.stripe_fake.fixture import fake_stripe, fake_stripe_client, fake_stripe_server  # noqa: F401
