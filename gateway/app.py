@@ -120,7 +120,14 @@ def create_app(
     app.state.update(
         settings=settings,
         ledger=ledger,
-        calls=LedgerCalls(ledger, threads=settings.db_pool_size + settings.db_max_overflow),
+        # With group commit the threads mostly wait for the writer's batch; without it each holds a
+        # connection, so there are no more of them than the pool has connections.
+        calls=LedgerCalls(
+            ledger,
+            threads=settings.ledger_threads
+            if settings.group_commit_max_batch > 0
+            else settings.db_pool_size + settings.db_max_overflow,
+        ),
         clock=clock,
         channels=channels,
         redis=redis,

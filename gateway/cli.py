@@ -78,7 +78,7 @@ def _migrate(_: Settings, database_url: str, __: argparse.Namespace) -> int:
 
 
 def _seed(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
-    ledger = build_ledger(settings, database_url)
+    ledger = build_ledger(settings, database_url, group_commit=False)
     try:
         print("seeded" if ledger.seed(now=utc_now()) else "already seeded")
     finally:
@@ -99,7 +99,7 @@ def _verify(_: Settings, database_url: str, __: argparse.Namespace) -> int:
 def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
     from projections.worker import ProjectionWorker  # noqa: PLC0415
 
-    ledger = build_ledger(settings, database_url)
+    ledger = build_ledger(settings, database_url, group_commit=False)
     worker = ProjectionWorker(database_url, ledger, batch_size=settings.projection_batch_size)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -160,7 +160,7 @@ def _stripe(settings: Settings, database_url: str, args: argparse.Namespace) -> 
         max_network_retries=2,
         base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else {},
     )
-    ledger = build_ledger(settings, database_url)
+    ledger = build_ledger(settings, database_url, group_commit=False)
     try:
         for line in sync_products(client, ledger, dry_run=args.dry_run, now=utc_now()):
             print(line)
@@ -217,7 +217,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, *, projection
             # process. Where `ledger project` (or another server) already runs them, these stand by.
             from projections.worker import ProjectionWorker  # noqa: PLC0415
 
-            sweeper_ledger = build_ledger(settings, database.url)
+            sweeper_ledger = build_ledger(settings, database.url, group_commit=False)
             worker = ProjectionWorker(database.url, sweeper_ledger, batch_size=settings.projection_batch_size)
             worker.start()
         print(f"ledger: serving on http://{host}:{port} with {workers} worker(s) (Ctrl-C stops)", flush=True)

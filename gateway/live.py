@@ -126,6 +126,8 @@ async def balance_events(
                 position = msgspec.json.decode(payload, type=BalanceChanged).position
             except TimeoutError:
                 position = 0
+            except StopAsyncIteration:
+                return  # The subscription ended: the app is stopping.
             current = await read(position)
             if current != last:
                 last = current

@@ -31,8 +31,8 @@ class Database:
             self.embedded.stop()
 
 
-def build_ledger(settings: Settings, database_url: str) -> Ledger:
-    return Ledger(
+def build_ledger(settings: Settings, database_url: str, *, group_commit: bool = True) -> Ledger:
+    ledger = Ledger(
         postgres_env(
             database_url,
             pool_size=settings.db_pool_size,
@@ -42,12 +42,17 @@ def build_ledger(settings: Settings, database_url: str) -> Ledger:
             cache_maxsize=settings.cache_maxsize,
         )
     )
+    if group_commit and settings.group_commit_max_batch > 0:
+        ledger.enable_group_commit(
+            max_batch=settings.group_commit_max_batch, max_wait_seconds=settings.group_commit_wait_ms / 1000
+        )
+    return ledger
 
 
 def prepare_database(settings: Settings, database_url: str) -> list[str]:
     """Apply migrations and seed the defaults; safe to run from several processes at once."""
     applied = apply_migrations(database_url)
-    ledger = build_ledger(settings, database_url)
+    ledger = build_ledger(settings, database_url, group_commit=False)
     try:
         ledger.seed(now=utc_now())
     finally:

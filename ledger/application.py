@@ -59,6 +59,7 @@ from ledger.errors import (
     NotFoundError,
     SalesPausedError,
 )
+from ledger.group_commit import GroupCommitWriter, Plan
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID, account_id, derived_id, request_id
 from ledger.payments import (
@@ -112,6 +113,7 @@ class Ledger(Application):  # type: ignore[type-arg]
         self._settings_lock = threading.Lock()
         # The configuration and the catalogue are one aggregate each: their changes take turns.
         self._singleton_lock = threading.Lock()
+        self._writer: GroupCommitWriter | None = None
 
     # Account use cases.
 
@@ -617,9 +619,14 @@ class Ledger(Application):  # type: ignore[type-arg]
         decide: Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]],
         companions: list[Any] | None = None,
     ) -> R:
-        """Run an account command; ``companions`` are aggregates ``decide`` creates to be saved with it."""
+        """Run an account command; ``companions`` are aggregates ``decide`` creates to be saved with it.
+
+        With group commit on, the command joins the writer's next batch and this thread waits for the
+        batch's transaction; otherwise it runs here, in a transaction of its own.
+        """
         user_id: str = command.user_id  # type: ignore[attr-defined]
-        return self._execute(
+        plan = Plan(
+            aggregate_id=account_id(user_id),
             lock=self._account_lock(user_id),
             load=lambda: self._load_account(user_id, now) or CreditAccount.open(user_id, now),
             decide=lambda account, marker: decide(account, self.billing_settings(), marker),
@@ -628,8 +635,36 @@ class Ledger(Application):  # type: ignore[type-arg]
             idempotency=idempotency,
             now=now,
             what=f"account {user_id}",
-            companions=companions,
+            companions=companions if companions is not None else [],
         )
+        if self._writer is not None and not self._writer.in_writer:
+            return self._writer.submit(plan).result()  # type: ignore[return-value]
+        return self.execute_plan(plan)  # type: ignore[return-value]
+
+    def execute_plan(self, plan: Plan) -> Receipt:
+        """Run one planned account command in a transaction of its own."""
+        return self._execute(
+            lock=plan.lock,
+            load=plan.load,
+            decide=plan.decide,
+            command=plan.command,
+            operation=plan.operation,
+            idempotency=plan.idempotency,
+            now=plan.now,
+            what=plan.what,
+            companions=plan.companions,
+        )
+
+    def enable_group_commit(self, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
+        """Commit account commands that arrive together in one transaction (see ``ledger.group_commit``)."""
+        if self._writer is None:
+            self._writer = GroupCommitWriter(self, max_batch=max_batch, max_wait_seconds=max_wait_seconds).start()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        super().close()
 
     def _execute(
         self,
@@ -657,7 +692,7 @@ class Ledger(Application):  # type: ignore[type-arg]
                     make_receipt = decide(aggregate, marker_id)
                 except LedgerError:
                     # A retried request must get its first answer even if the aggregate has moved on since.
-                    replay = self._replay(marker_id, idempotency, fingerprint, operation)
+                    replay = self.replay(marker_id, idempotency, fingerprint, operation)
                     if replay is not None:
                         return replay  # type: ignore[return-value]
                     raise
@@ -678,7 +713,7 @@ class Ledger(Application):  # type: ignore[type-arg]
                 try:
                     recordings = self.save(*to_save)
                 except IntegrityError:
-                    replay = self._replay(marker_id, idempotency, fingerprint, operation)
+                    replay = self.replay(marker_id, idempotency, fingerprint, operation)
                     if replay is not None:
                         return replay  # type: ignore[return-value]
                     _pause()
@@ -688,9 +723,10 @@ class Ledger(Application):  # type: ignore[type-arg]
                 return msgspec.structs.replace(receipt, position=_position(recordings, self))
         raise ConcurrencyError(f"{what} kept changing")
 
-    def _replay(
+    def replay(
         self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
     ) -> Receipt | None:
+        """The first receipt of a request already committed, or None; a different request is a conflict."""
         if marker_id is None or idempotency is None:
             return None
         try:

@@ -54,6 +54,8 @@ class Gateway:
         self.settings: Settings = load_settings(values)
         self.clock = Clock()
         self.ledger = Ledger(postgres_env(database_url, pool_size=4, max_overflow=4))
+        if self.settings.group_commit_max_batch > 0:
+            self.ledger.enable_group_commit(max_batch=self.settings.group_commit_max_batch)
         self.ledger.seed(now=self.clock())
         self.worker = ProjectionWorker(database_url, self.ledger, clock=self.clock, batch_size=500)
         self.port = free_port()

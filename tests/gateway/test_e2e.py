@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -432,6 +433,10 @@ def test_the_balance_stream_pushes_each_change(gateway: Gateway, admin: Api, ser
     listener.start()
     assert connected.wait(10)
     service.post("/api/usage/debits", json={"user_id": "u1", "tokens": 1_000}, headers={"Idempotency-Key": "a"})
+    # Changes committed together (one batch) are one change to a reader; these two are apart.
+    deadline = time.monotonic() + 10
+    while len(received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     service.post("/api/usage/debits", json={"user_id": "u1", "tokens": 2_000}, headers={"Idempotency-Key": "b"})
     listener.join(timeout=20)
     assert [event["balance_millicredits"] for event in received] == [10_000, 9_000, 7_000]

@@ -1,0 +1,216 @@
+"""Group commit: many account commands, one transaction.
+
+The event store locks its table for every write transaction, so one command per transaction is capped
+at a few thousand a second whatever the concurrency. Here one writer thread per process takes every
+command that has arrived (up to ``max_batch``, waiting at most ``max_wait_seconds`` for more), decides
+them in memory in arrival order (commands on one account see each other's effects), and saves all the
+accounts and idempotency markers in one transaction. Nobody gets an answer before that transaction
+commits: a refusal too may rest on an earlier command of the batch, so it waits as well.
+
+If the batch's save fails on a key (a duplicate request whose marker exists, or an account changed by
+another process), every command of the batch runs again one at a time through the ledger's ordinary
+path, which sorts out which one conflicts; the others still commit, each with its own exact answer.
+Any other failure (the database gone) fails every command of the batch, and none is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import IntegrityError
+
+from ledger.commands import Command, IdempotencyKey
+from ledger.errors import IdempotencyConflictError, LedgerError
+from ledger.idempotency import IdempotencyRecord
+from ledger.ids import request_id
+from ledger.receipts import Receipt
+
+if TYPE_CHECKING:
+    from ledger.application import Ledger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """One account command, ready to be decided: everything ``Ledger._execute`` needs, named."""
+
+    aggregate_id: UUID
+    lock: threading.Lock
+    load: Callable[[], Any]
+    decide: Callable[[Any, UUID | None], Callable[[int], Receipt]]
+    command: Command
+    operation: str
+    idempotency: IdempotencyKey | None
+    now: datetime
+    what: str
+    companions: list[Any] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.command.fingerprint() if self.idempotency else ""
+
+    @property
+    def marker_id(self) -> UUID | None:
+        if self.idempotency is None:
+            return None
+        return request_id(self.idempotency.principal, self.operation, self.idempotency.key)
+
+
+@dataclass
+class _Decided:
+    plan: Plan
+    future: Future[Receipt]
+    receipt: Receipt | None = None
+    error: BaseException | None = None
+
+
+class GroupCommitWriter:
+    def __init__(self, ledger: Ledger, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
+        self.ledger = ledger
+        self.max_batch = max_batch
+        self.max_wait_seconds = max_wait_seconds
+        self._queue: queue.SimpleQueue[tuple[Plan, Future[Receipt]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
+        self.batches = 0
+        self.commands = 0
+
+    def start(self) -> GroupCommitWriter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    @property
+    def in_writer(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, plan: Plan) -> Future[Receipt]:
+        future: Future[Receipt] = Future()
+        self._queue.put((plan, future))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait_seconds
+            while len(batch) < self.max_batch:
+                try:
+                    wait = deadline - time.monotonic()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # Stop after this batch.
+                    break
+                batch.append(item)
+            try:
+                self._commit(batch)
+            except BaseException as error:
+                log.exception("group commit failed")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+
+    def _commit(self, batch: list[tuple[Plan, Future[Receipt]]]) -> None:
+        working: dict[UUID, Any] = {}
+        markers: dict[UUID, tuple[Plan, Receipt]] = {}
+        decided = [self._decide(plan, future, working, markers) for plan, future in batch]
+        to_save = list(working.values())
+        for item in decided:
+            to_save.extend(item.plan.companions)
+        for marker_id, (plan, receipt) in markers.items():
+            del marker_id
+            assert plan.idempotency is not None  # noqa: S101 - only keyed plans have markers.
+            to_save.append(
+                IdempotencyRecord.record(
+                    principal=plan.idempotency.principal,
+                    operation=plan.operation,
+                    key=plan.idempotency.key,
+                    fingerprint=plan.fingerprint,
+                    receipt_type=type(receipt).__name__,
+                    receipt=msgspec.to_builtins(receipt),
+                    now=plan.now,
+                )
+            )
+        try:
+            recordings = self.ledger.save(*to_save) if to_save else []
+        except IntegrityError:
+            self._one_at_a_time(decided)
+            return
+        self.batches += 1
+        self.commands += len(batch)
+        positions = [r.notification.id for r in recordings if r.notification is not None]
+        position = max(positions) if positions else (self.ledger.recorder.max_notification_id() or 0)
+        for item in decided:
+            if item.error is not None:
+                item.future.set_exception(item.error)
+            else:
+                assert item.receipt is not None  # noqa: S101 - decided without error.
+                receipt = item.receipt
+                if not receipt.replayed:
+                    receipt = msgspec.structs.replace(receipt, position=position)
+                item.future.set_result(receipt)
+
+    def _decide(
+        self,
+        plan: Plan,
+        future: Future[Receipt],
+        working: dict[UUID, Any],
+        markers: dict[UUID, tuple[Plan, Receipt]],
+    ) -> _Decided:
+        item = _Decided(plan, future)
+        marker_id = plan.marker_id
+        if marker_id is not None and marker_id in markers:
+            # The same request twice in one batch: the second gets the first's answer, or a conflict.
+            first, receipt = markers[marker_id]
+            if first.fingerprint != plan.fingerprint or first.operation != plan.operation:
+                item.error = IdempotencyConflictError(plan.idempotency.key if plan.idempotency else "")
+            else:
+                item.receipt = msgspec.structs.replace(receipt, replayed=True)
+            return item
+        aggregate = working.get(plan.aggregate_id)
+        if aggregate is None:
+            aggregate = plan.load()
+        plan.companions.clear()
+        try:
+            make_receipt = plan.decide(aggregate, marker_id)
+        except LedgerError as error:
+            replay = self.ledger.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
+            if replay is None:
+                item.error = error
+            else:
+                item.receipt = replay
+            # A refused command writes nothing of its own; its aggregate is saved only if an earlier
+            # command of the batch changed it (and then only with the expiries it noticed on the way).
+            return item
+        except Exception as error:  # noqa: BLE001 - one bad command must not sink its batch.
+            item.error = error
+            return item
+        working[plan.aggregate_id] = aggregate
+        item.receipt = make_receipt(0)
+        if marker_id is not None:
+            markers[marker_id] = (plan, item.receipt)
+        return item
+
+    def _one_at_a_time(self, decided: list[_Decided]) -> None:
+        for item in decided:
+            try:
+                item.future.set_result(self.ledger.execute_plan(item.plan))
+            except BaseException as error:  # noqa: BLE001 - each caller gets its own answer.
+                item.future.set_exception(error)
