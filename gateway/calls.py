@@ -15,9 +15,11 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from litestar import Response
+from litestar import Request, Response
+from litestar.datastructures import State
 from litestar.params import HeaderParameter
 
+from gateway.live import publish
 from gateway.metrics import COMMANDS, REPLAYS
 from ledger.application import Ledger
 from ledger.errors import LedgerError
@@ -76,6 +78,20 @@ class LedgerCalls:
 
     async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self.limiter)
+
+
+async def run_command(
+    request: Request[Any, Any, State], operation: str, method: Callable[..., R], command: Any, key: str | None
+) -> R:
+    """Run a caller's command under their idempotency key, then tell live streams the balance moved."""
+    state = request.app.state
+    receipt: R = await state.calls.command(
+        operation, method, command, idempotency=request.user.idempotency(key), now=state.clock()
+    )
+    user_id = getattr(receipt, "user_id", None)
+    if user_id is not None:
+        publish(state.channels, user_id, receipt.position)
+    return receipt
 
 
 def reply(body: Any, receipt: Receipt, status_code: int) -> Response[Any]:

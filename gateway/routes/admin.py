@@ -10,8 +10,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from gateway.auth import Principal, requires
-from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply
-from gateway.live import publish
+from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply, run_command
 from gateway.openapi import problem_responses
 from gateway.routes.user import Cursor, Limit, wait_for
 from gateway.schemas import (
@@ -105,14 +104,7 @@ class AdminController(Controller):
             reason=data.reason,
             admin_id=request.user.sub,
         )
-        receipt = await state.calls.command(
-            "adjust",
-            state.ledger.adjust_credits,
-            command,
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
-        )
-        publish(state.channels, receipt.user_id, receipt.position)
+        receipt = await run_command(request, "adjust", state.ledger.adjust_credits, command, idempotency_key)
         body = AdjustResponse(
             adjustment_id=receipt.adjustment_id,
             user_id=receipt.user_id,
@@ -153,12 +145,8 @@ class AdminController(Controller):
         command = ChangeBillingSettings(
             changes={key: value for key, value in changes.items() if value is not None}, changed_by=request.user.sub
         )
-        receipt = await state.calls.command(
-            "billing-config",
-            state.ledger.change_billing_settings,
-            command,
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
+        receipt = await run_command(
+            request, "billing-config", state.ledger.change_billing_settings, command, idempotency_key
         )
         return reply(msgspec.convert(receipt.settings, BillingConfigView), receipt, 200)
 
@@ -213,13 +201,7 @@ class AdminController(Controller):
             stripe_price_id=data.stripe_price_id,
             added_by=request.user.sub,
         )
-        receipt = await state.calls.command(
-            "add-package",
-            state.ledger.add_package,
-            command,
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
-        )
+        receipt = await run_command(request, "add-package", state.ledger.add_package, command, idempotency_key)
         return reply(_package(receipt), receipt, 201)
 
     @patch(
@@ -245,11 +227,11 @@ class AdminController(Controller):
             changes.update(price_amount_minor=data.price.amount_minor, currency=data.price.currency)
         if data.stripe_price_id is not None:
             changes["stripe_price_id"] = data.stripe_price_id
-        receipt = await state.calls.command(
+        receipt = await run_command(
+            request,
             "change-package",
             state.ledger.change_package,
             ChangePackage(package_id=package_id, changes=changes, changed_by=request.user.sub),
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
+            idempotency_key,
         )
         return reply(_package(receipt), receipt, 200)

@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter
 
 from gateway.auth import Principal, requires
-from gateway.calls import IdempotencyKeyHeader, reply
+from gateway.calls import IdempotencyKeyHeader, reply, run_command
 from gateway.live import publish
 from gateway.openapi import problem_responses
 from gateway.schemas import (
@@ -61,14 +61,7 @@ class UsageController(Controller):
             analysis_id=data.analysis_id,
             occurred_at=data.occurred_at,
         )
-        receipt = await state.calls.command(
-            "debit",
-            state.ledger.debit_usage,
-            command,
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
-        )
-        publish(state.channels, receipt.user_id, receipt.position)
+        receipt = await run_command(request, "debit", state.ledger.debit_usage, command, idempotency_key)
         body = DebitResponse(
             debit_id=receipt.debit_id,
             user_id=receipt.user_id,
@@ -103,14 +96,7 @@ class UsageController(Controller):
             ttl_seconds=data.ttl_seconds,
             analysis_id=data.analysis_id,
         )
-        receipt = await state.calls.command(
-            "reserve",
-            state.ledger.reserve_credits,
-            command,
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
-        )
-        publish(state.channels, receipt.user_id, receipt.position)
+        receipt = await run_command(request, "reserve", state.ledger.reserve_credits, command, idempotency_key)
         body = ReservationResponse(
             reservation_id=receipt.reservation_id,
             held_millicredits=receipt.held_millicredits,
@@ -145,14 +131,7 @@ class UsageController(Controller):
             output_tokens=data.output_tokens,
             model=data.model,
         )
-        receipt = await state.calls.command(
-            "settle",
-            state.ledger.settle_reservation,
-            command,
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
-        )
-        publish(state.channels, receipt.user_id, receipt.position)
+        receipt = await run_command(request, "settle", state.ledger.settle_reservation, command, idempotency_key)
         body = SettlementResponse(
             reservation_id=receipt.reservation_id,
             debited_millicredits=receipt.debited_millicredits,
@@ -175,14 +154,13 @@ class UsageController(Controller):
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[ReleaseResponse]:
         state = request.app.state
-        receipt = await state.calls.command(
+        receipt = await run_command(
+            request,
             "release",
             state.ledger.release_reservation,
             ReleaseReservation(reservation_id=reservation_id),
-            idempotency=request.user.idempotency(idempotency_key),
-            now=state.clock(),
+            idempotency_key,
         )
-        publish(state.channels, receipt.user_id, receipt.position)
         body = ReleaseResponse(
             reservation_id=receipt.reservation_id,
             released_millicredits=receipt.released_millicredits,
