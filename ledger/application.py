@@ -773,6 +773,21 @@ class Ledger(Application):  # type: ignore[type-arg]
             what="package catalogue",
         )
 
+    def _record(self, processing_event: Any) -> Any:
+        """Record, then keep the saved accounts in the cache.
+
+        With fast-forward on, the library caches an aggregate only when it is read, so an account written
+        once and read again later is rebuilt from the database. The saved object is exactly the
+        committed state, so it goes into the cache as it is.
+        """
+        recordings = super()._record(processing_event)
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate_id, aggregate in processing_event.aggregates.items():
+                if isinstance(aggregate, CreditAccount):
+                    cache.put(aggregate_id, aggregate)
+        return recordings
+
     def _take_snapshots(self, processing_event: Any) -> None:
         """Snapshot from the aggregate in memory, which is exactly the saved state.
 

@@ -15,6 +15,7 @@ Any other failure (the database gone) fails every command of the batch, and none
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -128,14 +129,50 @@ class GroupCommitWriter:
                         future.set_exception(error)
 
     def _commit(self, batch: list[tuple[Plan, Future[Receipt]]]) -> None:
-        working: dict[UUID, Any] = {}
+        # First from the cache as it is (this writer made every change this process knows of); if
+        # another process changed an account meanwhile, once more from the database; then one by one.
+        for fresh in (False, True):
+            held: dict[int, threading.Lock] = {}
+            working: dict[UUID, Any] = {}
+            try:
+                decided, to_save = self._decide_all(batch, working, held, fresh=fresh)
+                try:
+                    recordings = self.ledger.save(*to_save) if to_save else []
+                except IntegrityError:
+                    self._forget(working)
+                    continue
+                except BaseException:
+                    self._forget(working)
+                    raise
+            finally:
+                for lock in held.values():
+                    lock.release()
+            self.batches += 1
+            self.commands += len(batch)
+            self._answer(decided, recordings)
+            return
+        self._one_at_a_time(decided)
+
+    def _decide_all(
+        self,
+        batch: list[tuple[Plan, Future[Receipt]]],
+        working: dict[UUID, Any],
+        held: dict[int, threading.Lock],
+        *,
+        fresh: bool,
+    ) -> tuple[list[_Decided], list[Any]]:
         markers: dict[UUID, tuple[Plan, Receipt]] = {}
-        decided = [self._decide(plan, future, working, markers) for plan, future in batch]
+        decided = []
+        for plan, future in batch:
+            if id(plan.lock) not in held:
+                # Other paths of this process (a webhook, the sweeper) take the same account locks.
+                plan.lock.acquire()
+                held[id(plan.lock)] = plan.lock
+            decided.append(self._decide(plan, future, working, markers, fresh=fresh))
         to_save = list(working.values())
         for item in decided:
             to_save.extend(item.plan.companions)
-        for marker_id, (plan, receipt) in markers.items():
-            del marker_id
+        for plan, receipt in markers.values():
             assert plan.idempotency is not None  # noqa: S101 - only keyed plans have markers.
             to_save.append(
                 IdempotencyRecord.record(
@@ -148,13 +185,9 @@ class GroupCommitWriter:
                     now=plan.now,
                 )
             )
-        try:
-            recordings = self.ledger.save(*to_save) if to_save else []
-        except IntegrityError:
-            self._one_at_a_time(decided)
-            return
-        self.batches += 1
-        self.commands += len(batch)
+        return decided, to_save
+
+    def _answer(self, decided: list[_Decided], recordings: list[Any]) -> None:
         positions = [r.notification.id for r in recordings if r.notification is not None]
         position = max(positions) if positions else (self.ledger.recorder.max_notification_id() or 0)
         for item in decided:
@@ -167,12 +200,38 @@ class GroupCommitWriter:
                     receipt = msgspec.structs.replace(receipt, position=position)
                 item.future.set_result(receipt)
 
+    def _forget(self, working: dict[UUID, Any]) -> None:
+        """Drop aggregates changed in memory by a batch that did not commit, so nobody reads them."""
+        cache = self.ledger.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in working:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
+    def _load(self, plan: Plan, working: dict[UUID, Any], *, fresh: bool) -> tuple[Any, bool]:
+        """The aggregate a plan works on, and whether it is shared (the batch's, or the cache's own)."""
+        aggregate = working.get(plan.aggregate_id)
+        if aggregate is not None:
+            return aggregate, True
+        cache = self.ledger.repository.cache
+        if not fresh and cache is not None:
+            try:
+                # The cached object itself, not a copy: the account lock keeps other readers out, and
+                # a batch that fails drops it from the cache.
+                return cache.get(plan.aggregate_id), True
+            except KeyError:
+                pass
+        return plan.load(), False
+
     def _decide(
         self,
         plan: Plan,
         future: Future[Receipt],
         working: dict[UUID, Any],
         markers: dict[UUID, tuple[Plan, Receipt]],
+        *,
+        fresh: bool,
     ) -> _Decided:
         item = _Decided(plan, future)
         marker_id = plan.marker_id
@@ -184,9 +243,7 @@ class GroupCommitWriter:
             else:
                 item.receipt = msgspec.structs.replace(receipt, replayed=True)
             return item
-        aggregate = working.get(plan.aggregate_id)
-        if aggregate is None:
-            aggregate = plan.load()
+        aggregate, shared = self._load(plan, working, fresh=fresh)
         plan.companions.clear()
         try:
             make_receipt = plan.decide(aggregate, marker_id)
@@ -196,8 +253,10 @@ class GroupCommitWriter:
                 item.error = error
             else:
                 item.receipt = replay
-            # A refused command writes nothing of its own; its aggregate is saved only if an earlier
-            # command of the batch changed it (and then only with the expiries it noticed on the way).
+            if shared:
+                # A refused command writes nothing of its own, but the expiries it noticed on an account
+                # already in memory are facts, saved with the batch.
+                working[plan.aggregate_id] = aggregate
             return item
         except Exception as error:  # noqa: BLE001 - one bad command must not sink its batch.
             item.error = error
