@@ -8,14 +8,16 @@ the wrong role is a 403 from the guard.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.security.jwt import JWTAuth, Token
+from litestar.middleware import AuthenticationResult
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
 from ledger.commands import IdempotencyKey
 
@@ -37,19 +39,42 @@ class Principal(msgspec.Struct, frozen=True):
         return IdempotencyKey(self.scope, key) if key is not None else None
 
 
+class LedgerToken(Token):
+    """The contract requires ``sub``, ``role`` and ``exp``; ``iat`` is welcome but optional."""
+
+    @classmethod
+    def decode_payload(cls, *args: Any, **kwargs: Any) -> Any:
+        payload = super().decode_payload(*args, **kwargs)
+        if isinstance(payload, dict):
+            payload.setdefault("iat", int(time.time()))
+        return payload
+
+
+class BearerMiddleware(JWTAuthenticationMiddleware):
+    """Only ``Authorization: Bearer <token>``; Litestar's own takes whatever follows the first space."""
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        scheme, _, encoded = (connection.headers.get(self.auth_header) or "").partition(" ")
+        if scheme.lower() != "bearer" or not encoded.strip():
+            raise NotAuthorizedException("a bearer token is required")
+        return await self.authenticate_token(encoded_token=encoded.strip(), connection=connection)
+
+
 async def _principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
     role = token.extras.get("role")
-    if role not in ROLES or not 1 <= len(token.sub) <= MAX_SUB_LENGTH:
+    if not isinstance(role, str) or role not in ROLES or not 1 <= len(token.sub) <= MAX_SUB_LENGTH:
         return None  # Litestar answers 401.
-    return Principal(sub=token.sub, role=role)
+    return Principal(sub=token.sub, role=cast("Role", role))
 
 
 def jwt_auth(secret: str, *, exclude: list[str]) -> JWTAuth[Principal, Token]:
     return JWTAuth[Principal, Token](
         token_secret=secret,
         retrieve_user_handler=_principal,
+        token_cls=LedgerToken,
+        authentication_middleware_class=BearerMiddleware,
         algorithm="HS256",
-        require_claims=["exp", "sub"],
+        require_claims=["exp", "sub", "role"],
         exclude=exclude,
     )
 

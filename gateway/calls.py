@@ -21,6 +21,7 @@ from litestar.params import HeaderParameter
 
 from gateway.live import publish
 from gateway.metrics import COMMANDS, REPLAYS
+from ledger.amounts import MAX_AMOUNT
 from ledger.application import Ledger
 from ledger.errors import LedgerError
 from ledger.receipts import Receipt
@@ -55,6 +56,7 @@ MinPositionHeader = Annotated[
         name="Ledger-Min-Position",
         required=False,
         ge=0,
+        le=MAX_AMOUNT,
         description="Wait (at most 2 s) until the views include this log position, e.g. a write's Ledger-Position.",
     ),
 ]

@@ -23,6 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gateway.openapi import NO_TOKEN
 from projections import queries
 
 COMMANDS = Counter("ledger_commands_total", "Ledger commands by operation and outcome", ["operation", "outcome"])
@@ -60,6 +61,7 @@ class MetricsController(Controller):
         summary="Prometheus metrics",
         description="Request counts and latencies, ledger commands by outcome, and the dashboard gauges.",
         exclude_from_auth=True,
+        security=NO_TOKEN,
         media_type="text/plain",
     )
     async def metrics(self, state: State) -> Response[bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Example, SecurityScheme
+from litestar.openapi.spec import Example
 
 from gateway.schemas import Problem
 
@@ -23,8 +23,9 @@ PROBLEMS: dict[int, tuple[str, str]] = {
 
 
 def problem_responses(*statuses: int, auth: bool = True) -> dict[int, ResponseSpec]:
+    """The problems an operation may answer: the common ones of an authenticated call, and ``statuses``."""
     specs = {}
-    for status in ((401, 403, 422, 429) if auth else ()) + statuses:
+    for status in ((400, 401, 403, 422, 429) if auth else ()) + statuses:
         type_, description = PROBLEMS[status]
         specs[status] = ResponseSpec(
             data_container=Problem,
@@ -52,12 +53,9 @@ def openapi_config(version: str) -> OpenAPIConfig:
         ),
         path="/schema",
         render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), SwaggerRenderPlugin(path="/swagger")],
-        components=Components(
-            security_schemes={
-                "BearerToken": SecurityScheme(
-                    type="http", scheme="bearer", bearer_format="JWT", description="HS256 JWT with sub, role, exp"
-                )
-            }
-        ),
-        security=[{"BearerToken": []}],
     )
+
+
+# An operation that needs no token: one empty requirement says "anonymous", where an empty list would be
+# dropped and the document-wide bearer requirement inherited.
+NO_TOKEN: list[dict[str, list[str]]] = [{}]

@@ -40,6 +40,14 @@ from ledger.errors import (
 )
 
 log = logging.getLogger("gateway.errors")
+# Litestar names a parameter by its Python name; callers know it by its name on the wire.
+WIRE_NAMES = {
+    "idempotency_key": "Idempotency-Key",
+    "min_position": "Ledger-Min-Position",
+    "signature": "Stripe-Signature",
+    "start": "from",
+    "end": "to",
+}
 _MISSING = re.compile(r"Missing required (?P<where>\w+ parameter) '(?P<name>[^']+)'")
 
 TITLES: Mapping[str, str] = {
@@ -140,7 +148,10 @@ def _validation(error: ValidationException) -> ProblemDetailsException:
     if not details and "malformed" in str(error.detail).lower():
         return problem("malformed-request", 400, "the body is not valid JSON")
     errors = [
-        {"field": str(item.get("key") or "body"), "reason": str(item.get("message", "is not valid"))}
+        {
+            "field": WIRE_NAMES.get(str(item.get("key")), str(item.get("key") or "body")),
+            "reason": str(item.get("message", "is not valid")),
+        }
         for item in details
         if isinstance(item, dict)
     ]

@@ -51,7 +51,7 @@ class DebitRequest(Body, frozen=True, kw_only=True):
     model: Label | None = None
     agent_id: Label | None = None
     analysis_id: Label | None = None
-    occurred_at: datetime | None = None
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
 class ReservationRequest(Body, frozen=True, kw_only=True):

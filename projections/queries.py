@@ -26,6 +26,8 @@ MAX_PAGE_SIZE: Final = 500
 MAX_USAGE_RANGE: Final = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 DEFAULT_USAGE_RANGE: Final = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
 STATS_WINDOW: Final = timedelta(days=30)
+MIN_YEAR: Final = 2000
+MAX_YEAR: Final = 3000
 # Polling the position table is a primary-key read; a millisecond apart keeps read-your-writes tight
 # without loading the database (the library's own wait backs off to 100 ms and more).
 POLL_INTERVAL_SECONDS: Final = 0.001
@@ -245,6 +247,10 @@ async def usage(
     start = start or end - DEFAULT_USAGE_RANGE[granularity]
     if start >= end:
         raise InvalidCommandError("from", "must be before to")
+    if end.year >= MAX_YEAR or start.year < MIN_YEAR:
+        raise InvalidCommandError(
+            "to" if end.year >= MAX_YEAR else "from", f"must be from {MIN_YEAR} to {MAX_YEAR - 1}"
+        )
     if end - start > MAX_USAGE_RANGE[granularity]:
         raise InvalidCommandError("from", f"the range is at most {MAX_USAGE_RANGE[granularity].days} days")
     first = _truncate(start, granularity)
@@ -260,7 +266,8 @@ async def usage(
     found = {r["bucket_start"]: r for r in rows}
     buckets = []
     moment = first
-    while moment < end:
+    count = -(-(end - first) // step)  # Whole buckets from the first to the one holding ``end``.
+    for _ in range(count):
         r = found.get(moment)
         buckets.append(
             UsageBucket(

@@ -89,7 +89,7 @@ class AdminController(Controller):
         description="A removal larger than the available balance is 409 insufficient-credits. The admin's sub is "
         "recorded with the reason.",
         status_code=201,
-        responses=problem_responses(409),
+        responses=problem_responses(409, 413),
     )
     async def adjust(
         self,

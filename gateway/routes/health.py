@@ -9,7 +9,10 @@ from typing import Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from gateway.openapi import NO_TOKEN
 
 READY_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -55,7 +58,7 @@ class HealthController(Controller):
     path = "/health"
     tags = ["Operations"]  # noqa: RUF012 - Litestar reads a list here.
 
-    @get("/live", operation_id="Liveness", summary="The process is up", exclude_from_auth=True, security=[])
+    @get("/live", operation_id="Liveness", summary="The process is up", exclude_from_auth=True, security=NO_TOKEN)
     async def live(self) -> Liveness:
         # The process id tells which worker answered, when several share the port.
         return Liveness(status="ok", pid=os.getpid())
@@ -65,7 +68,8 @@ class HealthController(Controller):
         operation_id="Readiness",
         summary="The database answers and the views keep up",
         exclude_from_auth=True,
-        security=[],
+        security=NO_TOKEN,
+        responses={503: ResponseSpec(Readiness, description="The database does not answer, or a view lags too far")},
     )
     async def ready(self, state: State) -> Response[Readiness]:
         checks: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from litestar.params import HeaderParameter, JSONBody
 from gateway.auth import Principal, requires
 from gateway.calls import OptionalIdempotencyKeyHeader
 from gateway.live import publish
-from gateway.openapi import problem_responses
+from gateway.openapi import NO_TOKEN, problem_responses
 from gateway.problems import problem
 from gateway.schemas import Body, PackageId
 from gateway.stripe_events import details_of, to_fact
@@ -141,7 +141,7 @@ class StripeWebhookController(Controller):
         "ignored; the same event delivered again changes nothing. 400 for a missing, wrong or stale signature.",
         status_code=200,
         exclude_from_auth=True,
-        security=[],
+        security=NO_TOKEN,
         request_max_body_size=MAX_WEBHOOK_BYTES,
         responses=problem_responses(400, 503, auth=False),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get
 from litestar.datastructures import State
 
+from gateway.openapi import NO_TOKEN
 from gateway.schemas import Price, PublicPackage, PublicPackageList
 from projections import queries
 
@@ -18,7 +19,7 @@ class PublicController(Controller):
         summary="The credit packages on sale",
         description="Active packages only, cheapest first. Prices are integers of minor units (centavos).",
         exclude_from_auth=True,
-        security=[],
+        security=NO_TOKEN,
     )
     async def packages(self, state: State) -> PublicPackageList:
         listed = await queries.packages(state.pool, active_only=True)

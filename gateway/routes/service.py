@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
 from gateway.auth import Principal, requires
@@ -42,7 +43,7 @@ class UsageController(Controller):
         summary="Debit the credits of usage that has happened",
         description="Prices the tokens at the configured rate and debits them, never past the available balance.",
         status_code=201,
-        responses=problem_responses(402, 409),
+        responses=problem_responses(402, 409, 413),
     )
     async def debit(
         self,
@@ -81,7 +82,7 @@ class UsageController(Controller):
             "available balance of at least the larger of that cost and the minimum balance for an analysis."
         ),
         status_code=201,
-        responses=problem_responses(402, 409),
+        responses=problem_responses(402, 409, 413),
     )
     async def reserve(
         self,
@@ -114,7 +115,7 @@ class UsageController(Controller):
             "below zero. A settled, released or expired reservation is 409 reservation-not-open."
         ),
         status_code=200,
-        responses=problem_responses(404, 409),
+        responses=problem_responses(404, 409, 413),
     )
     async def settle(
         self,
@@ -180,7 +181,10 @@ class AccountsController(Controller):
         summary="Set an account up, granting the welcome credits once",
         description="201 the first time (with the configured welcome credits, 0 by default), 200 after that.",
         status_code=201,
-        responses=problem_responses(),
+        responses={
+            200: ResponseSpec(InitializeResponse, description="The account was set up before; nothing changed"),
+            **problem_responses(),
+        },
     )
     async def initialize(
         self, request: Request[Principal, Any, State], user_id: PathUserId

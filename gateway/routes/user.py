@@ -56,6 +56,7 @@ class UserCreditsController(Controller):
         operation_id="StreamBalance",
         summary="Server-sent events: the balance on connect and after each change",
         description="Each event is named `balance` and carries the same body as GET /api/credits/balance.",
+        media_type="text/event-stream",
         responses=problem_responses(),
     )
     async def stream(self, request: Request[Principal, Any, State]) -> ServerSentEvent:
