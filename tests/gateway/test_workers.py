@@ -115,9 +115,7 @@ def test_with_redis_gone_the_ledger_keeps_serving_and_readiness_says_so(clean_da
         ready = gateway.client().get("/health/ready").json()
         assert ready["checks"]["redis"].startswith("unavailable")
         metrics = gateway.client().get("/metrics").text
-        failures = next(
-            line for line in metrics.splitlines() if line.startswith("ledger_rate_limit_failures_total ")
-        )
+        failures = next(line for line in metrics.splitlines() if line.startswith("ledger_rate_limit_failures_total "))
         assert float(failures.split()[-1]) >= 1
 
 
