@@ -115,6 +115,9 @@ def create_app(
         before_request=decode_strictly,
         openapi_config=openapi_config(_version()),
         request_max_body_size=MAX_BODY_BYTES,
+        # Logging is configured once by the process (JSON, the configured level); Litestar's default would
+        # replace it with its own handler at INFO.
+        logging_config=None,
         debug=False,
     )
     app.state.update(

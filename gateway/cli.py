@@ -135,6 +135,36 @@ def _rebuild(_: Settings, database_url: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
+    """Several uvicorn worker processes on one listening socket, made here with TCP_NODELAY's protocol.
+
+    uvicorn's own socket for several workers leaves Nagle's algorithm on for every connection, so each
+    keep-alive response waited for the client's delayed ACK, about 40 ms (measured: 1.6 ms a request with
+    one worker, 48 ms with two). asyncio sets TCP_NODELAY itself on sockets of the TCP protocol.
+    """
+    import socket  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        "gateway.asgi:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(config.backlog)
+    listener.set_inheritable(True)
+    Multiprocess(config, sockets=[listener]).run()
+
+
 def _progress_bar(name: str) -> Callable[[int, int], None]:
     width = 30
 
@@ -231,15 +261,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, *, projection
             # development secret are passed on to them.
             os.environ["LEDGER_DATABASE_URL"] = database.url
             os.environ["LEDGER_JWT_SECRET"] = settings.jwt_secret
-            uvicorn.run(
-                "gateway.asgi:app_from_environment",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                log_level=settings.log_level.lower(),
-                access_log=False,
-            )
+            _serve_workers(host, port, workers, settings.log_level.lower())
         if worker is not None:
             worker.stop()
             sweeper_ledger.close()

@@ -70,6 +70,10 @@ class RequestIdMiddleware(ASGIMiddleware):
 
         try:
             await next_app(scope, receive, send_with_id)
+        except Exception as error:
+            # Raised past us (an auth refusal, say): the app's outer handler answers it with this status.
+            status = getattr(error, "status_code", 500)
+            raise
         finally:
             user = scope.get("user")
             access_log.info(

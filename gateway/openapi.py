@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from litestar.enums import RequestEncodingType
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Example
+from litestar.params import BodyKwarg
 
 from gateway.schemas import Problem
 
@@ -59,3 +61,8 @@ def openapi_config(version: str) -> OpenAPIConfig:
 # An operation that needs no token: one empty requirement says "anonymous", where an empty list would be
 # dropped and the document-wide bearer requirement inherited.
 NO_TOKEN: list[dict[str, list[str]]] = [{}]
+
+
+def body_example(summary: str, value: dict[str, object]) -> BodyKwarg:
+    """A JSON body marker carrying one example request, for the document's interactive viewer."""
+    return BodyKwarg(media_type=RequestEncodingType.JSON, examples=[Example(summary=summary, value=value)])

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post, put
 from litestar.datastructures import State
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply, run_command
-from gateway.openapi import problem_responses
+from gateway.openapi import body_example, problem_responses
 from gateway.routes.user import Cursor, Limit, wait_for
 from gateway.schemas import (
     AdjustRequest,
@@ -94,7 +94,13 @@ class AdminController(Controller):
     async def adjust(
         self,
         request: Request[Principal, Any, State],
-        data: JSONBody[AdjustRequest],
+        data: Annotated[
+            AdjustRequest,
+            body_example(
+                "Give 50 credits back",
+                {"user_id": "user-42", "amount_millicredits": 50000, "reason": "support ticket 1234"},
+            ),
+        ],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[AdjustResponse]:
         state = request.app.state
@@ -137,7 +143,12 @@ class AdminController(Controller):
     async def change_billing_config(
         self,
         request: Request[Principal, Any, State],
-        data: JSONBody[BillingConfigPatch],
+        data: Annotated[
+            BillingConfigPatch,
+            body_example(
+                "Raise the monthly limit", {"api_monthly_limit_tokens": 200000000, "alert_threshold_percent": 90}
+            ),
+        ],
         idempotency_key: OptionalIdempotencyKeyHeader,
     ) -> Response[BillingConfigView]:
         state = request.app.state
@@ -187,7 +198,18 @@ class AdminController(Controller):
     async def add_package(
         self,
         request: Request[Principal, Any, State],
-        data: JSONBody[PackageCreate],
+        data: Annotated[
+            PackageCreate,
+            body_example(
+                "A larger package",
+                {
+                    "id": "studio",
+                    "name": "Studio",
+                    "credits": 5000,
+                    "price": {"amount_minor": 150000, "currency": "BRL"},
+                },
+            ),
+        ],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[PackageResponse]:
         state = request.app.state
@@ -214,7 +236,7 @@ class AdminController(Controller):
         self,
         request: Request[Principal, Any, State],
         package_id: PackageIdPath,
-        data: JSONBody[PackagePatch],
+        data: Annotated[PackagePatch, body_example("Take a package off sale", {"active": False})],
         idempotency_key: OptionalIdempotencyKeyHeader,
     ) -> Response[PackageResponse]:
         state = request.app.state

@@ -10,12 +10,12 @@ import msgspec
 import stripe
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import HeaderParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import OptionalIdempotencyKeyHeader
 from gateway.live import publish
-from gateway.openapi import NO_TOKEN, problem_responses
+from gateway.openapi import NO_TOKEN, body_example, problem_responses
 from gateway.problems import problem
 from gateway.schemas import Body, PackageId
 from gateway.stripe_events import details_of, to_fact
@@ -65,7 +65,7 @@ class PurchaseController(Controller):
     async def purchase(
         self,
         request: Request[Principal, Any, State],
-        data: JSONBody[PurchaseRequest],
+        data: Annotated[PurchaseRequest, body_example("Buy the starter package", {"package_id": "starter"})],
         idempotency_key: OptionalIdempotencyKeyHeader,
     ) -> Response[PurchaseResponse]:
         state = request.app.state

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
-from litestar.params import JSONBody, PathParameter
+from litestar.params import PathParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, reply, run_command
 from gateway.live import publish
-from gateway.openapi import problem_responses
+from gateway.openapi import body_example, problem_responses
 from gateway.schemas import (
     DebitRequest,
     DebitResponse,
@@ -48,7 +48,19 @@ class UsageController(Controller):
     async def debit(
         self,
         request: Request[Principal, Any, State],
-        data: JSONBody[DebitRequest],
+        data: Annotated[
+            DebitRequest,
+            body_example(
+                "An analysis used 1,500 tokens",
+                {
+                    "user_id": "user-42",
+                    "input_tokens": 1200,
+                    "output_tokens": 300,
+                    "model": "gemini-2.5-pro",
+                    "analysis_id": "analysis-7",
+                },
+            ),
+        ],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[DebitResponse]:
         state = request.app.state
@@ -87,7 +99,13 @@ class UsageController(Controller):
     async def reserve(
         self,
         request: Request[Principal, Any, State],
-        data: JSONBody[ReservationRequest],
+        data: Annotated[
+            ReservationRequest,
+            body_example(
+                "Hold for an analysis",
+                {"user_id": "user-42", "estimated_tokens": 120000, "ttl_seconds": 900, "analysis_id": "analysis-7"},
+            ),
+        ],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[ReservationResponse]:
         state = request.app.state
@@ -121,7 +139,12 @@ class UsageController(Controller):
         self,
         request: Request[Principal, Any, State],
         reservation_id: ReservationId,
-        data: JSONBody[SettleRequest],
+        data: Annotated[
+            SettleRequest,
+            body_example(
+                "It used 90,000 tokens", {"input_tokens": 70000, "output_tokens": 20000, "model": "gemini-2.5-pro"}
+            ),
+        ],
         idempotency_key: IdempotencyKeyHeader,
     ) -> Response[SettlementResponse]:
         state = request.app.state
