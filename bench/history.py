@@ -1,0 +1,154 @@
+"""Accounts written straight through the Python ledger API, many events per transaction.
+
+Used for the long-history scenario: one account with 100,000 events, built in chunks (load the account,
+apply a few thousand debits in memory, save them in one transaction, repeat), and one fresh account
+(opened and granted only). The ledger's own ``save`` path takes its snapshots (every 200 versions) as it
+does in the service, so the server finds the long account as it would in production.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ledger.account import CreditAccount
+from ledger.application import Ledger
+from ledger.config import BillingSettings
+from ledger.ids import account_id
+from ledger.persistence import postgres_env
+
+# The history is built without quotas: the rules are the service's, only the limits are lifted.
+BUILD_SETTINGS = BillingSettings(
+    hourly_token_limit=2**53 - 1, daily_token_limit=2**53 - 1, min_balance_for_analysis_millicredits=0
+)
+GRANT_MILLICREDITS = 10**15
+
+
+def _grant(account: CreditAccount, grant_id: str, now: datetime) -> None:
+    account.grant(
+        grant_id=grant_id,
+        amount_millicredits=GRANT_MILLICREDITS,
+        source="admin",
+        reference=None,
+        description="bench",
+        granted_by="bench",
+        now=now,
+    )
+
+
+def _debit(account: CreditAccount, n: int, now: datetime) -> None:
+    account.debit(
+        debit_id=f"history-{n}",
+        tokens=1,
+        input_tokens=None,
+        output_tokens=None,
+        model="bench",
+        agent_id=None,
+        analysis_id=None,
+        occurred_at=None,
+        settings=BUILD_SETTINGS,
+        now=now,
+    )
+
+
+def build_long_and_fresh(
+    database_url: str, *, long_user: str, fresh_user: str, events: int, chunk: int = 5_000
+) -> dict[str, Any]:
+    """Write ``long_user`` with ``events`` events and ``fresh_user`` with two. Returns timings."""
+    ledger = Ledger(postgres_env(database_url, cache_maxsize=16))
+    try:
+        started = time.perf_counter()
+        base = datetime.now(UTC) - timedelta(minutes=30)
+        fresh = CreditAccount.open(fresh_user, base)
+        _grant(fresh, "fresh-grant", base)
+        ledger.save(fresh)
+
+        account = CreditAccount.open(long_user, base)
+        _grant(account, "long-grant", base)
+        written, n, saves = 2, 0, 0
+        while written < events:
+            if saves:
+                account = ledger.repository.get(account_id(long_user))
+            batch = min(chunk - (2 if saves == 0 else 0), events - written)
+            for _ in range(batch):
+                # Distinct, increasing times a few microseconds apart: a long but quick history.
+                _debit(account, n, base + timedelta(microseconds=10 * n))
+                n += 1
+            ledger.save(account)
+            written += batch
+            saves += 1
+        build_seconds = time.perf_counter() - started
+    finally:
+        ledger.close()
+    return {
+        "long_user": long_user,
+        "fresh_user": fresh_user,
+        "events": written,
+        "transactions": saves,
+        "build_seconds": round(build_seconds, 2),
+        "events_per_second": round(written / build_seconds),
+        **cold_loads(database_url, [long_user, fresh_user]),
+    }
+
+
+def cold_loads(database_url: str, users: list[str]) -> dict[str, Any]:
+    """Time the first load of each account in a new process-like ledger (empty cache): from the latest
+    snapshot, and for the long one also by replaying every event (what a ledger without snapshots does)."""
+    result: dict[str, Any] = {}
+    ledger = Ledger(postgres_env(database_url, cache_maxsize=16))
+    try:
+        for user in users:
+            started = time.perf_counter()
+            account = ledger.repository.get(account_id(user))
+            result[f"cold_load_ms[{user}]"] = round((time.perf_counter() - started) * 1000, 2)
+            result[f"version[{user}]"] = account.version
+    finally:
+        ledger.close()
+    ledger = Ledger(postgres_env(database_url, cache_maxsize=16))
+    try:
+        ledger.repository.snapshot_store = None  # this instance only: replay everything
+        started = time.perf_counter()
+        ledger.repository.get(account_id(users[0]))
+        result[f"replay_without_snapshot_ms[{users[0]}]"] = round((time.perf_counter() - started) * 1000, 1)
+    finally:
+        ledger.close()
+    return result
+
+
+def bulk_open(
+    database_url: str, users: list[str], *, grant_millicredits: int | None, per_save: int = 1_000
+) -> dict[str, Any]:
+    """Open many accounts (and grant each ``grant_millicredits``), ``per_save`` accounts per transaction."""
+    ledger = Ledger(postgres_env(database_url, cache_maxsize=16))
+    started = time.perf_counter()
+    events = 0
+    try:
+        now = datetime.now(UTC)
+        for first in range(0, len(users), per_save):
+            accounts = []
+            for user in users[first : first + per_save]:
+                account = CreditAccount.open(user, now)
+                if grant_millicredits:
+                    account.grant(
+                        grant_id=f"fund-{user}",
+                        amount_millicredits=grant_millicredits,
+                        source="admin",
+                        reference=None,
+                        description="bench funding",
+                        granted_by="bench",
+                        now=now,
+                    )
+                events += len(account.pending_events)
+                accounts.append(account)
+            ledger.save(*accounts)
+    finally:
+        ledger.close()
+    seconds = time.perf_counter() - started
+    return {
+        "accounts": len(users),
+        "events": events,
+        "seconds": round(seconds, 2),
+        "accounts_per_second": round(len(users) / seconds) if seconds else None,
+        "events_per_second": round(events / seconds) if seconds else None,
+    }
