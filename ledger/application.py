@@ -25,7 +25,7 @@ from uuid import UUID, uuid4
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from ledger.account import CreditAccount
 from ledger.commands import (
@@ -447,6 +447,48 @@ class Ledger(Application):  # type: ignore[type-arg]
             available_millicredits=account.balance_millicredits - reserved,
             updated_at=account.modified_on,
         )
+
+    def cache_accounts(self, ids: list[UUID]) -> None:
+        """Load the accounts not in the cache with two queries in all, and cache them.
+
+        The group-commit writer calls this for a batch before deciding it: one account at a time, a cold
+        cache costs two round trips per command on the writer's only thread (measured: most of its time).
+        Accounts that do not exist yet are simply not cached.
+        """
+        cache = self.repository.cache
+        datastore = getattr(self.recorder, "datastore", None)
+        if cache is None or datastore is None or self.snapshots is None or not ids:
+            return
+        snapshots_table = self.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
+        events_table = self.recorder.events_table_name  # type: ignore[attr-defined]
+        with datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state"  # noqa: S608
+                f" FROM {snapshots_table} WHERE originator_id = ANY(%s)"
+                " ORDER BY originator_id, originator_version DESC",
+                (ids,),
+            )
+            accounts: dict[UUID, Any] = {}
+            for row in cursor.fetchall():
+                snapshot: Any = self.mapper.to_domain_event(
+                    StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+                )
+                accounts[row["originator_id"]] = snapshot.mutate(None)
+            cursor.execute(
+                f"SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {events_table} e"  # noqa: S608
+                " JOIN unnest(%s::uuid[], %s::bigint[]) AS s(id, version)"
+                " ON e.originator_id = s.id AND e.originator_version > s.version"
+                " ORDER BY e.originator_id, e.originator_version",
+                (ids, [accounts[i].version if i in accounts else 0 for i in ids]),
+            )
+            for row in cursor.fetchall():
+                event: Any = self.mapper.to_domain_event(
+                    StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+                )
+                accounts[row["originator_id"]] = event.mutate(accounts.get(row["originator_id"]))
+        for aggregate_id, account in accounts.items():
+            if isinstance(account, CreditAccount):
+                cache.put(aggregate_id, account)
 
     def reservation_owner(self, reservation_id: str) -> str:
         """The user whose account holds a reservation."""

@@ -163,6 +163,15 @@ class GroupCommitWriter:
     ) -> tuple[list[_Decided], list[Any]]:
         markers: dict[UUID, tuple[Plan, Receipt]] = {}
         decided = []
+        cache = self.ledger.repository.cache
+        if not fresh and cache is not None:
+            missing = []
+            for plan, _ in batch:
+                try:
+                    cache.get(plan.aggregate_id)
+                except KeyError:
+                    missing.append(plan.aggregate_id)
+            self.ledger.cache_accounts(list(dict.fromkeys(missing)))
         for plan, future in batch:
             if id(plan.lock) not in held:
                 # Other paths of this process (a webhook, the sweeper) take the same account locks.
