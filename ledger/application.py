@@ -475,10 +475,13 @@ class Ledger(Application):  # type: ignore[type-arg]
                 )
                 accounts[row["originator_id"]] = snapshot.mutate(None)
             cursor.execute(
-                f"SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {events_table} e"  # noqa: S608
-                " JOIN unnest(%s::uuid[], %s::bigint[]) AS s(id, version)"
-                " ON e.originator_id = s.id AND e.originator_version > s.version"
-                " ORDER BY e.originator_id, e.originator_version",
+                # One index range scan per account (LATERAL): a plain join of the ids would be planned as a
+                # scan of the whole event table (measured: 36 ms against 0.7 ms for 32 accounts).
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state"  # noqa: S608 - our table name.
+                " FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS s(id, version, n)"
+                " CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state"
+                f" FROM {events_table} WHERE originator_id = s.id AND originator_version > s.version) AS e"
+                " ORDER BY s.n, e.originator_version",
                 (ids, [accounts[i].version if i in accounts else 0 for i in ids]),
             )
             for row in cursor.fetchall():
