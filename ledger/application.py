@@ -475,12 +475,14 @@ class Ledger(Application):  # type: ignore[type-arg]
                 )
                 accounts[row["originator_id"]] = snapshot.mutate(None)
             cursor.execute(
-                # One index range scan per account (LATERAL): a plain join of the ids would be planned as a
-                # scan of the whole event table (measured: 36 ms against 0.7 ms for 32 accounts).
+                # One index range scan per account: a plain join of the ids is planned as a scan of the whole
+                # event table (measured: 36 ms against 0.7 ms for 32 accounts), and so is a LATERAL join once
+                # the statement is prepared, unless OFFSET 0 keeps the subquery from being flattened.
                 "SELECT e.originator_id, e.originator_version, e.topic, e.state"  # noqa: S608 - our table name.
                 " FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS s(id, version, n)"
                 " CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state"
-                f" FROM {events_table} WHERE originator_id = s.id AND originator_version > s.version) AS e"
+                f" FROM {events_table} WHERE originator_id = s.id AND originator_version > s.version"
+                " ORDER BY originator_version OFFSET 0) AS e"
                 " ORDER BY s.n, e.originator_version",
                 (ids, [accounts[i].version if i in accounts else 0 for i in ids]),
             )
