@@ -129,8 +129,8 @@ class GroupCommitWriter:
                         future.set_exception(error)
 
     def _commit(self, batch: list[tuple[Plan, Future[Receipt]]]) -> None:
-        # First from the cache as it is (this writer made every change this process knows of); if
-        # another process changed an account meanwhile, once more from the database; then one by one.
+        # Decided on the accounts as refreshed from the database; if another process changed one between
+        # the refresh and the save, once more after dropping them from the cache; then one by one.
         for fresh in (False, True):
             held: dict[int, threading.Lock] = {}
             working: dict[UUID, Any] = {}
@@ -162,22 +162,14 @@ class GroupCommitWriter:
         fresh: bool,
     ) -> tuple[list[_Decided], list[Any]]:
         markers: dict[UUID, tuple[Plan, Receipt]] = {}
-        decided = []
-        cache = self.ledger.repository.cache
-        if not fresh and cache is not None:
-            missing = []
-            for plan, _ in batch:
-                try:
-                    cache.get(plan.aggregate_id)
-                except KeyError:
-                    missing.append(plan.aggregate_id)
-            self.ledger.cache_accounts(list(dict.fromkeys(missing)))
-        for plan, future in batch:
+        for plan, _ in batch:
             if id(plan.lock) not in held:
                 # Other paths of this process (a webhook, the sweeper) take the same account locks.
                 plan.lock.acquire()
                 held[id(plan.lock)] = plan.lock
-            decided.append(self._decide(plan, future, working, markers, fresh=fresh))
+        # Every account of the batch, up to date in the cache, in two queries.
+        self.ledger.refresh_accounts(list(dict.fromkeys(plan.aggregate_id for plan, _ in batch)))
+        decided = [self._decide(plan, future, working, markers, fresh=fresh) for plan, future in batch]
         to_save = list(working.values())
         for item in decided:
             to_save.extend(item.plan.companions)
@@ -224,7 +216,8 @@ class GroupCommitWriter:
         if aggregate is not None:
             return aggregate, True
         cache = self.ledger.repository.cache
-        if not fresh and cache is not None:
+        del fresh  # Both attempts read the cache: the batch's accounts were just refreshed into it.
+        if cache is not None:
             try:
                 # The cached object itself, not a copy: the account lock keeps other readers out, and
                 # a batch that fails drops it from the cache.
