@@ -9,6 +9,7 @@ an answer replayed from an idempotency marker says so (``Idempotent-Replayed: tr
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -62,6 +63,10 @@ MinPositionHeader = Annotated[
 ]
 
 
+# Account use cases that read nothing before deciding, so they can be queued from the event loop.
+QUEUED_DIRECTLY = frozenset({"debit_usage", "reserve_credits", "grant_credits", "adjust_credits"})
+
+
 class LedgerCalls:
     def __init__(self, ledger: Ledger, threads: int) -> None:
         self.ledger = ledger
@@ -69,7 +74,13 @@ class LedgerCalls:
 
     async def command(self, operation: str, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         try:
-            receipt = await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self.limiter)
+            if getattr(method, "__name__", "") in QUEUED_DIRECTLY:
+                # Straight onto the writer's queue, awaited here: no worker thread waits on it.
+                receipt = await asyncio.wrap_future(self.ledger.submit(method, *args, **kwargs))
+            else:
+                receipt = await anyio.to_thread.run_sync(
+                    functools.partial(method, *args, **kwargs), limiter=self.limiter
+                )
         except LedgerError as error:
             COMMANDS.labels(operation, type(error).__name__).inc()
             raise

@@ -19,6 +19,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
@@ -692,8 +694,34 @@ class Ledger(Application):  # type: ignore[type-arg]
             companions=companions if companions is not None else [],
         )
         if self._writer is not None and not self._writer.in_writer:
-            return self._writer.submit(plan).result()  # type: ignore[return-value]
+            future = self._writer.submit(plan)
+            if _SUBMITTING.get():
+                raise _Submitted(future)
+            return future.result()  # type: ignore[return-value]
         return self.execute_plan(plan)  # type: ignore[return-value]
+
+    def submit(self, method: Callable[..., R], *args: Any, **kwargs: Any) -> Future[R]:
+        """Hand an account command to the group-commit writer without waiting for it.
+
+        For callers on an event loop: the future resolves when the command's batch has committed (or with
+        its refusal). ``method`` must be an account use case that reads nothing before deciding (a debit,
+        a reservation, a grant, an adjustment); without the writer, it runs here and now.
+        """
+        if self._writer is None:
+            done: Future[R] = Future()
+            try:
+                done.set_result(method(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller through the future.
+                done.set_exception(error)
+            return done
+        token = _SUBMITTING.set(True)
+        try:
+            method(*args, **kwargs)
+        except _Submitted as submitted:
+            return submitted.future
+        finally:
+            _SUBMITTING.reset(token)
+        raise RuntimeError(f"{method.__name__} did not reach the writer")
 
     def execute_plan(self, plan: Plan) -> Receipt:
         """Run one planned account command in a transaction of its own."""
@@ -863,6 +891,17 @@ class Ledger(Application):  # type: ignore[type-arg]
                     self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
                 except Exception:
                     log.exception("snapshot of %s at version %s failed", aggregate.id, aggregate.version)
+
+
+_SUBMITTING: ContextVar[bool] = ContextVar("ledger_submitting", default=False)
+
+
+class _Submitted(Exception):  # noqa: N818 - a signal, not an error.
+    """Carries a queued command's future out of the use-case method that queued it."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        super().__init__("submitted")
+        self.future = future
 
 
 RECEIPT_TYPES: dict[str, type[Receipt]] = {
