@@ -135,13 +135,14 @@ class GroupCommitWriter:
             held: dict[int, threading.Lock] = {}
             working: dict[UUID, Any] = {}
             try:
-                decided, to_save = self._decide_all(batch, working, held, fresh=fresh)
                 try:
+                    decided, to_save = self._decide_all(batch, working, held, fresh=fresh)
                     recordings = self.ledger.save(*to_save) if to_save else []
                 except IntegrityError:
                     self._forget(working)
                     continue
                 except BaseException:
+                    # Nothing of this batch committed: the accounts it changed in memory must go.
                     self._forget(working)
                     raise
             finally:
@@ -260,9 +261,11 @@ class GroupCommitWriter:
                 # already in memory are facts, saved with the batch.
                 working[plan.aggregate_id] = aggregate
             return item
-        except Exception as error:  # noqa: BLE001 - one bad command must not sink its batch.
-            item.error = error
-            return item
+        except Exception:
+            # Not a refusal but a fault, perhaps halfway through changing a shared account: the whole
+            # batch fails and its accounts leave the cache (see _commit), rather than save half a change.
+            working[plan.aggregate_id] = aggregate
+            raise
         working[plan.aggregate_id] = aggregate
         item.receipt = make_receipt(0)
         if marker_id is not None:
