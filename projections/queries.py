@@ -33,6 +33,10 @@ MAX_YEAR: Final = 3000
 POLL_INTERVAL_SECONDS: Final = 0.001
 MAX_POLL_INTERVAL_SECONDS: Final = 0.01
 
+# A read that waits for a position waits for every view: a write may be projected by any of them (a package
+# change by the catalogue, a purchase by the payments view).
+ALL_PROJECTIONS: Final = ("accounts", "catalogue", "payments")
+
 Granularity = Literal["hour", "day"]
 UserOrder = Literal["balance_desc", "updated_desc"]
 
@@ -415,7 +419,7 @@ async def packages(pool: Any, *, active_only: bool) -> list[AdminPackageView]:
 
 
 async def wait_for_position(
-    pool: Any, position: int, *, names: tuple[str, ...] = ("accounts",), timeout_seconds: float = 2.0
+    pool: Any, position: int, *, names: tuple[str, ...] = ALL_PROJECTIONS, timeout_seconds: float = 2.0
 ) -> bool:
     """Wait until every named projection has applied the log up to ``position``. False on timeout."""
     if position <= 0:

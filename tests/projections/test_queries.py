@@ -17,6 +17,7 @@ from ledger.errors import InvalidCommandError
 from projections import queries
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
+from projections.payments import PaymentsProjection
 from projections.runner import ProjectionRunner
 from tests.conftest import T0
 from tests.projections.test_accounts_projection import script
@@ -32,8 +33,8 @@ async def pool(clean_database: str) -> AsyncIterator[Any]:
 
 
 def project(url: str) -> None:
-    ProjectionRunner(url, AccountsProjection()).catch_up()
-    ProjectionRunner(url, CatalogueProjection()).catch_up()
+    for projection in (AccountsProjection(), CatalogueProjection(), PaymentsProjection()):
+        ProjectionRunner(url, projection).catch_up()
 
 
 async def test_balance_counts_only_holds_that_have_not_expired(pg_ledger: Ledger, clean_database: str, pool: Any):
