@@ -74,7 +74,7 @@ class LedgerCalls:
 
     async def command(self, operation: str, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         try:
-            if getattr(method, "__name__", "") in QUEUED_DIRECTLY:
+            if self.ledger.group_commit and getattr(method, "__name__", "") in QUEUED_DIRECTLY:
                 # Straight onto the writer's queue, awaited here: no worker thread waits on it.
                 receipt = await asyncio.wrap_future(self.ledger.submit(method, *args, **kwargs))
             else:

@@ -737,6 +737,11 @@ class Ledger(Application):  # type: ignore[type-arg]
             companions=plan.companions,
         )
 
+    @property
+    def group_commit(self) -> bool:
+        """True when account commands go through the group-commit writer."""
+        return self._writer is not None
+
     def enable_group_commit(self, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
         """Commit account commands that arrive together in one transaction (see ``ledger.group_commit``)."""
         if self._writer is None:
