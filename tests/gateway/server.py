@@ -7,9 +7,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -20,6 +22,7 @@ from gateway.cli import mint_token
 from gateway.settings import Settings, load_settings
 from ledger.application import Ledger
 from ledger.persistence import postgres_env
+from migrations import apply_migrations
 from projections.worker import ProjectionWorker
 
 SECRET = "e2e-secret-" + "x" * 40
@@ -101,6 +104,36 @@ class Api(httpx.Client):
 
     def last_position(self, response: httpx.Response) -> dict[str, str]:
         return {"Ledger-Min-Position": response.headers.get("Ledger-Position", "0")}
+
+
+@contextmanager
+def private_database(server_url: str, name: str) -> Iterator[str]:
+    """A migrated database of the module's own on the test server, dropped afterwards.
+
+    Other runs share the test database and truncate it before their tests; counting events there would count
+    theirs too. Where the server refuses CREATE DATABASE, the shared database is emptied once instead, which is
+    what `clean_database` does before every test.
+    """
+    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
+    try:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {name}")
+    except psycopg.errors.InsufficientPrivilege:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT tablename FROM pg_tables"
+                " WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'"
+            ).fetchall()
+            conn.execute(f"TRUNCATE {', '.join(row[0] for row in rows)} RESTART IDENTITY")
+        yield server_url
+        return
+    try:
+        apply_migrations(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def running(database_url: str, **options: Any) -> Iterator[Gateway]:

@@ -16,18 +16,14 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import jwt
-import psycopg
 import pytest
 
-from migrations import apply_migrations
-from tests.gateway.server import SECRET, Api, Gateway, running
+from tests.gateway.server import SECRET, Api, Gateway, private_database, running
 from tests.stripe_fake import FakeStripe
 
 ROLES = ("user", "service", "admin")
@@ -35,36 +31,6 @@ OTHER_SECRET = "not-the-gateway-secret-" + "z" * 48
 FUNDED_USER = "matrix-funded-user"
 # Routes that need no token, by the contract: probes, metrics, the API document and the public catalogue.
 OPEN_ROUTES = {"GET /health/live", "GET /health/ready", "GET /metrics", "GET /api/credits/packages"}
-
-
-@contextmanager
-def private_database(server_url: str, name: str) -> Iterator[str]:
-    """A migrated database of the module's own on the test server, dropped afterwards.
-
-    Other runs share the test database and truncate it before their tests; counting events there would count
-    theirs too. Where the server refuses CREATE DATABASE, the shared database is emptied once instead, which is
-    what `clean_database` does before every test.
-    """
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name}")
-    except psycopg.errors.InsufficientPrivilege:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'"
-            ).fetchall()
-            conn.execute(f"TRUNCATE {', '.join(row[0] for row in rows)} RESTART IDENTITY")
-        yield server_url
-        return
-    try:
-        apply_migrations(url)
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")

@@ -16,53 +16,19 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import pytest
 
 from ledger.amounts import MAX_AMOUNT
-from migrations import apply_migrations
-from tests.gateway.server import Api, Gateway, running
+from tests.gateway.server import Api, Gateway, private_database, running
 
 USER = "bad-input-user"
 MAX_BODY_BYTES = 64 * 1024
 TOO_BIG = 2**53  # One past the largest amount the contract allows.
 DROP = object()  # In a case: the field is left out.
-
-
-@contextmanager
-def private_database(server_url: str, name: str) -> Iterator[str]:
-    """A migrated database of the module's own on the test server, dropped afterwards.
-
-    Other runs share the test database and truncate it before their tests; counting events there would count
-    theirs too. Where the server refuses CREATE DATABASE, the shared database is emptied once instead, which is
-    what `clean_database` does before every test.
-    """
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name}")
-    except psycopg.errors.InsufficientPrivilege:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'"
-            ).fetchall()
-            conn.execute(f"TRUNCATE {', '.join(row[0] for row in rows)} RESTART IDENTITY")
-        yield server_url
-        return
-    try:
-        apply_migrations(url)
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")

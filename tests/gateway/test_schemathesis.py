@@ -14,10 +14,8 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -30,8 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.cli import mint_token
-from migrations import apply_migrations
-from tests.gateway.server import SECRET, Gateway, running
+from tests.gateway.server import SECRET, Gateway, private_database, running
 from tests.stripe_fake import FakeStripe
 
 # The token each tag asks for; Public, Operations and Stripe take none.
@@ -73,35 +70,6 @@ BOUNDED = settings(
     phases=[Phase.explicit, Phase.generate],  # No shrinking: the failure report shows the request as sent.
     suppress_health_check=list(HealthCheck),
 )
-
-
-@contextmanager
-def private_database(server_url: str, name: str) -> Iterator[str]:
-    """A migrated database of the module's own on the test server, dropped afterwards.
-
-    Other runs share the test database and truncate it before their tests. Where the server refuses CREATE
-    DATABASE, the shared database is emptied once instead, which is what `clean_database` does before every test.
-    """
-    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
-    try:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {name}")
-    except psycopg.errors.InsufficientPrivilege:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'"
-            ).fetchall()
-            conn.execute(f"TRUNCATE {', '.join(row[0] for row in rows)} RESTART IDENTITY")
-        yield server_url
-        return
-    try:
-        apply_migrations(url)
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @contextmanager
