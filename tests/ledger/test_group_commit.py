@@ -178,3 +178,17 @@ def test_a_crash_between_deciding_and_committing_acknowledges_nothing_and_loses_
         assert again.get_balance("u1", now=T0).balance_millicredits == 1_000_000 - 100
     finally:
         again.close()
+
+
+def test_a_refused_command_in_a_batch_writes_nothing_not_even_an_account(batching: Ledger, clean_database: str) -> None:
+    grant(batching, "rich", 1_000_000)
+    with psycopg.connect(clean_database) as conn:
+        before = conn.execute("SELECT count(*) FROM ledger_events").fetchone()
+    answers = together(
+        [debit(batching, "nobody", 10, "n-1"), debit(batching, "nobody", 10, "n-2"), debit(batching, "rich", 0, "z")]
+    )
+    assert [type(a).__name__ for a in answers[:2]] == ["InsufficientCreditsError", "InsufficientCreditsError"]
+    assert type(answers[2]).__name__ == "InvalidCommandError"  # Zero tokens is no usage.
+    with psycopg.connect(clean_database) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == before
+    assert batching.get_account("nobody") is None
