@@ -3,7 +3,9 @@ position on the user's channel (Litestar channels: Redis pub/sub shared by every
 each open stream reads the balance from the views once they have reached that position.
 
 Redis going away must not stop the ledger, so the channels backend is wrapped: a failed publish is
-logged and counted, and the subscription reconnects by itself. A stream also re-reads the balance every
+logged and counted, and the subscription reconnects by itself. The wrapper also batches: messages that
+arrive while a publish is in flight go to Redis together in the next pipeline, in order, so a busy
+worker makes one Redis round trip for many changes instead of one each. A stream also re-reads the balance every
 ``REFRESH_SECONDS``, which covers changes made outside any gateway (a hold's expiry by the sweeper).
 """
 
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 15.0
 RECONNECT_SECONDS = 1.0
+# Live updates are a convenience (a stream re-reads the balance anyway): while Redis is unreachable, at
+# most this many messages wait, and older ones are dropped.
+MAX_WAITING_MESSAGES = 10_000
+MAX_MESSAGES_PER_PIPELINE = 1_000
 
 
 class BalanceChanged(msgspec.Struct, frozen=True):
@@ -37,10 +43,15 @@ def channel(user_id: str) -> str:
 class ResilientBackend(ChannelsBackend):
     """Delegates to another backend; its failures are reported to ``on_error`` instead of raised."""
 
-    def __init__(self, inner: ChannelsBackend, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self, inner: ChannelsBackend, on_error: Callable[[BaseException], None], redis: Any | None = None
+    ) -> None:
         self.inner = inner
         self.on_error = on_error
+        self.redis = redis
         self._channels: set[str] = set()
+        self._outbox: list[tuple[bytes, list[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def on_startup(self) -> None:
         try:
@@ -55,10 +66,34 @@ class ResilientBackend(ChannelsBackend):
             self.on_error(error)
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
+        if self.redis is None:
+            try:
+                await self.inner.publish(data, channels)
+            except Exception as error:  # noqa: BLE001
+                self.on_error(error)
+            return
+        if len(self._outbox) >= MAX_WAITING_MESSAGES:
+            del self._outbox[0]
+        self._outbox.append((data, list(channels)))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        redis: Any = self.redis
         try:
-            await self.inner.publish(data, channels)
-        except Exception as error:  # noqa: BLE001
-            self.on_error(error)
+            while self._outbox:
+                batch = self._outbox[:MAX_MESSAGES_PER_PIPELINE]
+                del self._outbox[:MAX_MESSAGES_PER_PIPELINE]
+                try:
+                    async with redis.pipeline(transaction=False) as pipe:
+                        for data, channels in batch:
+                            for name in channels:
+                                pipe.publish(name, data)
+                        await pipe.execute()
+                except Exception as error:  # noqa: BLE001
+                    self.on_error(error)
+        finally:
+            self._flusher = None
 
     async def subscribe(self, channels: Iterable[str]) -> None:
         wanted = set(channels)
@@ -98,7 +133,7 @@ def channels_plugin(redis: Any | None, on_error: Callable[[BaseException], None]
     else:
         from litestar.channels.backends.redis import RedisChannelsPubSubBackend  # noqa: PLC0415
 
-        backend = ResilientBackend(RedisChannelsPubSubBackend(redis=redis), on_error)
+        backend = ResilientBackend(RedisChannelsPubSubBackend(redis=redis), on_error, redis)
     return ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=100)
 
 

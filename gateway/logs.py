@@ -7,11 +7,12 @@ from a valid ``X-Request-Id`` header or is made up, and is returned in the respo
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from datetime import UTC, datetime
 
 from litestar.datastructures import MutableScopeHeaders
@@ -22,6 +23,16 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger("gateway.access")
+
+# A made-up request id is this process's random prefix and a counter: unique across processes and
+# restarts like a UUID, without reading the system's random source on every request (uuid4 was 4% of
+# a debit's CPU in the benchmark's profile).
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,7 +67,7 @@ class RequestIdMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _VALID_ID.match(given) else new_request_id()
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -75,17 +86,22 @@ class RequestIdMiddleware(ASGIMiddleware):
             status = getattr(error, "status_code", 500)
             raise
         finally:
-            user = scope.get("user")
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "method": scope.get("method"),
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "principal": getattr(user, "scope", None),
-                    }
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                self._log_access(scope, status, started)
             REQUEST_ID.reset(token)
+
+    @staticmethod
+    def _log_access(scope: Scope, status: int, started: float) -> None:
+        user = scope.get("user")
+        access_log.info(
+            "request",
+            extra={
+                "fields": {
+                    "method": scope.get("method"),
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "principal": getattr(user, "scope", None),
+                }
+            },
+        )

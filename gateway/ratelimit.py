@@ -1,7 +1,10 @@
 """Request-rate limits per principal, shared by every worker process through Redis.
 
-A fixed one-minute window per principal, counted with one atomic Redis call per request (a Lua script:
-increment, set the expiry on the first hit, return the count and the time left). Without Redis the
+A fixed one-minute window per principal, counted in Redis with one atomic Lua script: increment, set the
+expiry on the first hit, return the count and the time left. Requests that arrive while a call is in
+flight wait for the next one, which counts them all together (an ``INCRBY`` of their number per
+principal, each request getting its own place in the count): under load one Redis call serves many
+requests, and the counts stay exact, since every hit is counted once and in one window. Without Redis the
 same window is counted in process memory. If Redis fails, requests pass (fail open): the ledger's own
 rules still protect every balance, and a rate limit is not worth an outage. Failures are logged and
 counted, and readiness reports Redis as unavailable.
@@ -13,6 +16,7 @@ limit; hence this one. Responses carry ``RateLimit-Limit``, ``RateLimit-Remainin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Protocol
@@ -31,11 +35,23 @@ log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 FAILURE_LOG_INTERVAL_SECONDS = 10.0
 
+# KEYS are the principals' counters, ARGV[1] the window and ARGV[i + 1] the hits on KEYS[i]; the reply is
+# each key's count after the hits and its seconds left, flattened.
 _HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return {count, redis.call('TTL', KEYS[1])}
+local reply = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCRBY', key, ARGV[i + 1])
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 then
+    redis.call('EXPIRE', key, ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  reply[2 * i - 1] = count
+  reply[2 * i] = ttl
+end
+return reply
 """
+MAX_KEYS_PER_CALL = 500
 
 
 class Counter(Protocol):
@@ -65,15 +81,43 @@ class RedisCounter:
         self.script = redis.register_script(_HIT)
         self.healthy = True
         self._last_logged = 0.0
+        self._waiting: dict[str, list[asyncio.Future[tuple[int, int] | None]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     async def hit(self, key: str) -> tuple[int, int] | None:
+        answer: asyncio.Future[tuple[int, int] | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(f"ledger:ratelimit:{key}", []).append(answer)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return await answer
+
+    async def _flush(self) -> None:
         try:
-            count, ttl = await self.script(keys=[f"ledger:ratelimit:{key}"], args=[WINDOW_SECONDS])
+            while self._waiting:
+                keys = list(self._waiting)[:MAX_KEYS_PER_CALL]
+                waiting = [self._waiting.pop(key) for key in keys]
+                await self._count(keys, waiting)
+        finally:
+            self._flusher = None
+
+    async def _count(self, keys: list[str], waiting: list[list[asyncio.Future[tuple[int, int] | None]]]) -> None:
+        try:
+            reply = await self.script(keys=keys, args=[WINDOW_SECONDS, *(len(answers) for answers in waiting)])
         except Exception as error:  # noqa: BLE001 - fail open, whatever the failure.
             self.failed(error)
-            return None
-        self.healthy = True
-        return int(count), max(int(ttl), 1)
+            reply = None
+        else:
+            self.healthy = True
+        for index, answers in enumerate(waiting):
+            counted = None if reply is None else (int(reply[2 * index]), max(int(reply[2 * index + 1]), 1))
+            for place, answer in enumerate(answers):
+                if answer.done():
+                    continue  # A caller that went away is not waiting any more.
+                if counted is None:
+                    answer.set_result(None)
+                else:
+                    count, ttl = counted
+                    answer.set_result((count - len(answers) + place + 1, ttl))
 
     def failed(self, error: BaseException) -> None:
         self.healthy = False

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
@@ -859,6 +859,25 @@ class Ledger(Application):  # type: ignore[type-arg]
             now=now,
             what="package catalogue",
         )
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """The library's ``save``, for this ledger's own aggregates only.
+
+        The library's version asks of each object whether it is an event or an aggregate with runtime
+        protocol checks, which cost about 3% of a debit's CPU in the benchmark's profile; everything
+        this ledger saves is an aggregate.
+        """
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in objs:
+            if not isinstance(aggregate, Aggregate):
+                raise TypeError(f"not an aggregate: {aggregate!r}")
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     def _record(self, processing_event: Any) -> Any:
         """Record, then keep the saved accounts in the cache.

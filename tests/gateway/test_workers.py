@@ -3,10 +3,12 @@ concurrent debits on one account still never overdraw it. And with Redis gone, t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,6 +106,46 @@ def test_concurrent_debits_on_one_account_never_overdraw(two_workers: str) -> No
     statuses = [a.status_code for a in answers]
     assert (statuses.count(201), statuses.count(402)) == (100, 100), {s: statuses.count(s) for s in set(statuses)}
     assert min(a.json()["balance_after_millicredits"] for a in answers if a.status_code == 201) == 0
+
+
+def test_a_balance_stream_hears_changes_made_through_every_worker(two_workers: str) -> None:
+    admin, service = bearer("admin", "ops"), bearer("service", "svc")
+    user_id = f"streamer-{uuid.uuid4().hex}"
+    fund = {"user_id": user_id, "amount_millicredits": 100_000, "reason": "test"}
+    funded = httpx.post(
+        f"{two_workers}/api/admin/credits/adjust", json=fund, headers={**admin, "Idempotency-Key": "f"}, timeout=10
+    )
+    assert funded.status_code == 201, funded.text
+    balances: list[int] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        headers = bearer("user", user_id)
+        with httpx.stream("GET", f"{two_workers}/api/credits/balance/stream", headers=headers, timeout=30) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    balances.append(json.loads(line.removeprefix("data:"))["balance_millicredits"])
+                    connected.set()
+                    if balances[-1] == 0:
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    # A new connection per debit, so the kernel spreads them over both workers: the stream, on one of
+    # them, hears the others' changes through Redis.
+    for n in range(10):
+        debit = {"user_id": user_id, "tokens": 10_000}
+        answer = httpx.post(
+            f"{two_workers}/api/usage/debits", json=debit, headers={**service, "Idempotency-Key": f"s-{n}"}, timeout=10
+        )
+        assert answer.status_code == 201, answer.text
+    # Well before a stream's periodic re-read (15 s) would find the change by itself.
+    listener.join(timeout=5)
+    assert not listener.is_alive(), balances
+    assert balances[0] == 100_000
+    assert balances[-1] == 0
+    assert balances == sorted(balances, reverse=True)
 
 
 def test_with_redis_gone_the_ledger_keeps_serving_and_readiness_says_so(clean_database: str) -> None:
