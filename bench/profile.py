@@ -46,7 +46,8 @@ def start(
         for pid in pids:
             path = out_dir / f"{label}-{role}-{pid}.txt"
             argv = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "100"]
-            argv += ["--format", "raw", "--nonblocking", "--output", str(path)]
+            # Only the thread holding the GIL is sampled: where Python spends CPU, not where it waits.
+            argv += ["--format", "raw", "--nonblocking", "--gil", "--output", str(path)]
             runs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return runs
 

@@ -100,7 +100,12 @@ def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> in
     from projections.worker import ProjectionWorker  # noqa: PLC0415
 
     ledger = build_ledger(settings, database_url, group_commit=False)
-    worker = ProjectionWorker(database_url, ledger, batch_size=settings.projection_batch_size)
+    worker = ProjectionWorker(
+        database_url,
+        ledger,
+        batch_size=settings.projection_batch_size,
+        interval_seconds=settings.projection_interval_ms / 1000,
+    )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -248,7 +253,12 @@ def _serve(settings: Settings, host: str, port: int, workers: int, *, projection
             from projections.worker import ProjectionWorker  # noqa: PLC0415
 
             sweeper_ledger = build_ledger(settings, database.url, group_commit=False)
-            worker = ProjectionWorker(database.url, sweeper_ledger, batch_size=settings.projection_batch_size)
+            worker = ProjectionWorker(
+                database.url,
+                sweeper_ledger,
+                batch_size=settings.projection_batch_size,
+                interval_seconds=settings.projection_interval_ms / 1000,
+            )
             worker.start()
         print(f"ledger: serving on http://{host}:{port} with {workers} worker(s) (Ctrl-C stops)", flush=True)
         if workers == 1:

@@ -32,6 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_maxsize: int
     ready_max_lag_seconds: int
     projection_batch_size: int
+    projection_interval_ms: int
     group_commit_max_batch: int
     group_commit_wait_ms: int
     ledger_threads: int
@@ -97,6 +98,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cache_maxsize=_int(env, "LEDGER_CACHE_MAXSIZE", 10_000, 1, 10_000_000),
         ready_max_lag_seconds=_int(env, "LEDGER_READY_MAX_LAG_SECONDS", 30, 1, 86_400),
         projection_batch_size=_int(env, "LEDGER_PROJECTION_BATCH_SIZE", 1_000, 1, 100_000),
+        projection_interval_ms=_int(env, "LEDGER_PROJECTION_INTERVAL_MS", 10, 0, 1_000),
         group_commit_max_batch=_int(env, "LEDGER_GROUP_COMMIT_MAX_BATCH", 256, 0, 10_000),
         group_commit_wait_ms=_int(env, "LEDGER_GROUP_COMMIT_WAIT_MS", 0, 0, 100),
         ledger_threads=_int(env, "LEDGER_THREADS", 64, 1, 1_000),

@@ -11,8 +11,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ledger.mapper import MsgspecMapper
+from ledger.recorder import LedgerRecorder
 
 MAPPER_TOPIC = f"{MsgspecMapper.__module__}:{MsgspecMapper.__qualname__}"
+RECORDER_TOPIC = f"{LedgerRecorder.__module__}:{LedgerRecorder.__qualname__}"
 
 
 def postgres_env(
@@ -55,6 +57,7 @@ def postgres_env(
         # The migrations own the DDL; creating tables from every process races at start-up.
         "CREATE_TABLE": "n",
         "MAPPER_TOPIC": MAPPER_TOPIC,
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
         "AGGREGATE_CACHE_MAXSIZE": str(cache_maxsize),
         "AGGREGATE_CACHE_FASTFORWARD": "y",
     }

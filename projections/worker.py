@@ -10,7 +10,7 @@ from ledger.application import Ledger
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
 from projections.payments import PaymentsProjection
-from projections.runner import DEFAULT_BATCH_SIZE, Projection, ProjectionRunner
+from projections.runner import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_SECONDS, Projection, ProjectionRunner
 from projections.sweeper import HoldSweeper
 
 
@@ -18,8 +18,13 @@ def all_projections() -> list[Projection]:
     return [AccountsProjection(), CatalogueProjection(), PaymentsProjection()]
 
 
-def all_runners(database_url: str, batch_size: int = DEFAULT_BATCH_SIZE) -> list[ProjectionRunner]:
-    return [ProjectionRunner(database_url, projection, batch_size=batch_size) for projection in all_projections()]
+def all_runners(
+    database_url: str, batch_size: int = DEFAULT_BATCH_SIZE, interval_seconds: float = DEFAULT_INTERVAL_SECONDS
+) -> list[ProjectionRunner]:
+    return [
+        ProjectionRunner(database_url, projection, batch_size=batch_size, interval_seconds=interval_seconds)
+        for projection in all_projections()
+    ]
 
 
 def _utc_now() -> datetime:
@@ -34,8 +39,9 @@ class ProjectionWorker:
         *,
         clock: Callable[[], datetime] = _utc_now,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
-        self.runners = all_runners(database_url, batch_size)
+        self.runners = all_runners(database_url, batch_size, interval_seconds)
         self.sweeper = HoldSweeper(database_url, ledger, clock) if ledger is not None else None
         self.stop_event = threading.Event()
         self.failed = threading.Event()

@@ -1,0 +1,44 @@
+"""The event store's PostgreSQL recorder, with a cheaper insert.
+
+The library inserts a transaction's events as one array of a composite type, which psycopg can only
+write as text, field by field, in Python: in the benchmark's profile that text dump was about 5% of a
+debit's CPU in the server. This recorder sends the same rows as four arrays of plain types instead
+(``uuid``, ``bigint``, ``text``, ``bytea``), which psycopg writes in binary. Everything else is the
+library's: the table lock taken first (so commit order is position order), the notification, the
+returned positions in insert order, and the unique key that turns a duplicate into an IntegrityError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+
+class LedgerRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.insert_events_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id"
+        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
+    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self.insert_events_statement,
+            (
+                [event.originator_id for event in stored_events],
+                [event.originator_version for event in stored_events],
+                [event.topic for event in stored_events],
+                [event.state for event in stored_events],
+            ),
+            prepare=True,
+        )
