@@ -37,6 +37,15 @@ IDLE_WAIT_SECONDS = 1.0
 STANDBY_POLL_SECONDS = 1.0
 
 
+_NEXT_BATCH = (
+    "WITH held AS (SELECT position FROM projection_positions WHERE name = %s FOR UPDATE)"
+    " SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
+    " CASE WHEN e.topic LIKE ANY(%s) THEN e.state END"
+    " FROM held JOIN ledger_events AS e ON e.notification_id > held.position"
+    " ORDER BY e.notification_id LIMIT %s"
+)
+
+
 class Projection(Protocol):
     name: str
     tables: tuple[str, ...]
@@ -74,20 +83,15 @@ class ProjectionRunner:
         """Apply the next batch. Returns how many events were read (0 when caught up)."""
         name = self.projection.name
         with conn.transaction():
-            conn.execute("INSERT INTO projection_positions (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-            row = conn.execute(
-                "SELECT position FROM projection_positions WHERE name = %s FOR UPDATE", (name,)
-            ).fetchone()
-            assert row is not None  # noqa: S101 - inserted just above.
-            rows = conn.execute(
-                "SELECT notification_id, originator_id, originator_version, topic,"
-                " CASE WHEN topic LIKE ANY(%s) THEN state END FROM ledger_events"
-                " WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
-                (self._topic_patterns, row[0], self.batch_size),
-                prepare=True,
-            ).fetchall()
+            # The position row is locked and the events past it read in one round trip.
+            rows = conn.execute(_NEXT_BATCH, (name, self._topic_patterns, self.batch_size), prepare=True).fetchall()
             if not rows:
-                return 0
+                # Caught up, or a database (or rebuild schema) with no position row yet: make sure the
+                # row exists, then look once more.
+                conn.execute("INSERT INTO projection_positions (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+                rows = conn.execute(_NEXT_BATCH, (name, self._topic_patterns, self.batch_size)).fetchall()
+                if not rows:
+                    return 0
             events = [
                 (position, self.mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state))))
                 for position, oid, version, topic, state in rows
