@@ -152,3 +152,41 @@ def bulk_open(
         "accounts_per_second": round(len(users) / seconds) if seconds else None,
         "events_per_second": round(events / seconds) if seconds else None,
     }
+
+
+def copy_open(database_url: str, users: list[str], *, per_copy: int = 100_000) -> dict[str, Any]:
+    """Open many accounts fast: the domain's own ``Opened`` events, encoded by the ledger's mapper, written
+    with COPY under the event table's lock (as the recorder takes it, so followers see them in order).
+
+    For the memory scenario's million accounts, where ``bulk_open`` (about 6,000 accounts a second) would
+    take most of the run's budget. The events are exactly those ``CreditAccount.open`` records.
+    """
+    import psycopg  # noqa: PLC0415 - only this path writes without the library.
+    from eventsourcing.persistence import JSONTranscoder  # noqa: PLC0415
+
+    from ledger.mapper import MsgspecMapper  # noqa: PLC0415
+
+    mapper = MsgspecMapper(transcoder=JSONTranscoder())
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url) as conn:
+        for first in range(0, len(users), per_copy):
+            rows = []
+            for user in users[first : first + per_copy]:
+                for event in CreditAccount.open(user, now).collect_events():
+                    stored = mapper.to_stored_event(event)
+                    rows.append((stored.originator_id, stored.originator_version, stored.topic, stored.state))
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+                columns = "originator_id, originator_version, topic, state"
+                with cur.copy(f"COPY ledger_events ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute("NOTIFY ledger_events")
+    seconds = time.perf_counter() - started
+    return {
+        "accounts": len(users),
+        "events": len(users),
+        "seconds": round(seconds, 2),
+        "accounts_per_second": round(len(users) / seconds) if seconds else None,
+    }

@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 
 from bench import procs, profile
-from bench.history import build_long_and_fresh, bulk_open
+from bench.history import build_long_and_fresh, bulk_open, copy_open
 from bench.loadgen import Latencies, LoadResult, Repeat, Script, Sequence, Stats, run_load
 from bench.report import legend, table, write_json
 from gateway.cli import mint_token
@@ -590,21 +590,18 @@ class Bench:
     def scenario_memory(self) -> None:
         if self.server is None or self.server.pid is None:
             return
-        # Open about as many accounts as the touching can reach in its time (judged from the balance
-        # reads, the nearest cost per request), at most --memory-accounts; and keep the run in budget.
+        # Open --memory-accounts accounts (1,000,000); touch as many as fit in --memory-seconds over HTTP,
+        # then every one of them in a process built like a worker; and keep the run in budget.
         seconds = self.args.memory_seconds
         left = TIME_BUDGET_S - (time.monotonic() - self.started) - VERIFY_RESERVE_S
         if left < seconds:
             seconds = max(5.0, left)
             log(f"  shortening the touching to {seconds:.0f} s to stay within the time budget")
-        reads = next((x["rate_per_s"] for x in self.scenarios if x["id"] == "6" and x["rate_per_s"]), 1_000.0)
-        n = min(self.args.memory_accounts, max(1_000, int(reads * seconds * 1.5)))
+        n = self.args.memory_accounts
         users = [f"mem-{k}" for k in range(n)]
-        log(f"scenario 8: memory; opening {n:,} more accounts through the Python API")
-        created = bulk_open(self.database_url, users, grant_millicredits=None)
-        created["catch_up"] = self.wait_for_projection(180)
-        log(f"  opened {n:,} accounts in {created['seconds']} s; projection caught up in"
-            f" {created['catch_up']['catch_up_seconds']} s")  # fmt: skip
+        log(f"scenario 8: memory; opening {n:,} accounts (the domain's Opened events, written with COPY)")
+        created = copy_open(self.database_url, users)
+        log(f"  opened {n:,} accounts in {created['seconds']} s; the projection follows in the background")
         log(f"  touching them over HTTP for at most {seconds:g} s (debits each account refuses: 402)")
         requests = self.requests
         server_pid = self.server.pid
@@ -636,6 +633,8 @@ class Bench:
         total_before, total_after = sum(before.values()) / 1024, sum(after.values()) / 1024
         samples.append({"t": round(result.seconds, 1), "accounts_touched": sent["n"], "rss_mib": round(total_after, 1)})
         record = self.record("8", "memory: touch new accounts (402s)", result)
+        log(f"  then all {n:,} in one process built like a server worker (python -m bench.touch)")
+        worker = self.touch_in_worker_process(n)
         touched = result.stats.ok
         half = [x for x in samples if x["t"] >= result.seconds / 2]
         slope = None
@@ -666,8 +665,35 @@ class Bench:
             if slope is None or not caches_full
             else round(total_after + slope * max(0, 1_000_000 - touched - self.args.accounts), 1),
             "samples": samples,
+            "worker_process": worker,
         }
-        log(f"  touched {touched:,} new accounts; server RSS {total_before:.0f} -> {total_after:.0f} MiB")
+        log(f"  touched {touched:,} new accounts over HTTP; server RSS {total_before:.0f} -> {total_after:.0f} MiB")
+        if "rss_end_mib" in worker:
+            log(
+                f"  worker-built process: {worker['accounts_touched']:,} accounts in {worker['seconds']} s;"
+                f" RSS {worker['rss_start_mib']} -> {worker['rss_end_mib']} MiB (peak {worker['rss_peak_mib']})"
+            )
+
+    def touch_in_worker_process(self, count: int) -> dict[str, Any]:
+        """Scenario 8's million: ``bench.touch`` loads every account as the group-commit writer does."""
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.touch", "mem-", str(count)],
+                env=self.env(),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            self.result["failures"].append("bench.touch did not finish in 300 s")
+            return {"error": "timed out"}
+        if done.returncode != 0:
+            self.result["failures"].append(f"bench.touch exited {done.returncode}")
+            return {"error": done.stderr[-2000:]}
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
 
     def verify(self) -> None:
         log("stopping the server; waiting for the projection, then ledger verify")
@@ -769,19 +795,21 @@ class Bench:
         memory = by_id.get("8", {}).get("memory")
         if memory:
             lines.append(
-                f"8: touched {memory['accounts_touched_in_this_step']:,} new accounts over HTTP"
-                f" (+{self.args.accounts:,} funded ones earlier; {memory['accounts_in_database']:,} in the database;"
-                f" NOT 1,000,000): server RSS {memory['rss_before_mib']} -> {memory['rss_after_mib']} MiB over"
+                f"8: over HTTP, touched {memory['accounts_touched_in_this_step']:,} new accounts"
+                f" (+{self.args.accounts:,} funded ones earlier; {memory['accounts_in_database']:,} in the database):"
+                f" server RSS {memory['rss_before_mib']} -> {memory['rss_after_mib']} MiB over"
                 f" {memory['server_processes']} process(es); second-half slope"
-                f" {memory['slope_mib_per_1000_accounts_second_half']} MiB per 1,000 accounts; "
-                + (
-                    f"caches full, linear extrapolation to 1M touched: {memory['extrapolated_rss_at_1m_touched_mib']}"
-                    " MiB"
-                    if memory["caches_surely_full"]
-                    else "caches NOT surely full yet (no extrapolation to 1M)"
-                )
-                + f" (cache bound {memory['cache_maxsize_per_process']:,} accounts per process)"
+                f" {memory['slope_mib_per_1000_accounts_second_half']} MiB per 1,000 accounts"
+                f" (cache bound {memory['cache_maxsize_per_process']:,} accounts per process)"
             )
+            worker = memory.get("worker_process", {})
+            if "rss_end_mib" in worker:
+                lines.append(
+                    f"8: in one process built like a server worker, loaded as the writer loads them:"
+                    f" {worker['accounts_touched']:,} accounts in {worker['seconds']} s, RSS"
+                    f" {worker['rss_start_mib']} -> {worker['rss_end_mib']} MiB (peak {worker['rss_peak_mib']});"
+                    f" {worker['accounts_in_cache_at_end']:,} in its cache at the end"
+                )
         funding = self.result.get("funding")
         if funding and "accounts" in funding:
             lines.append(
@@ -860,7 +888,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--history-events", type=int, default=100_000, help="events of the long account (100,000)")
     parser.add_argument("--sequential", type=int, default=200, help="sequential debits per account in 7 (200)")
     parser.add_argument("--memory-seconds", type=float, default=40.0, help="most seconds of touching accounts (40)")
-    parser.add_argument("--memory-accounts", type=int, default=200_000, help="accounts opened for 8 (200,000)")
+    parser.add_argument(
+        "--memory-accounts", type=int, default=1_000_000, help="accounts opened and touched in 8 (1,000,000)"
+    )
     parser.add_argument("--fund-via", choices=("api", "http"), default="api", help="how to fund the accounts (api)")
     parser.add_argument("--quick", action="store_true", help="a short trial: 3 s scenarios, 1,000 accounts")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in 1, 3-6")

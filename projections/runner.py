@@ -41,7 +41,9 @@ _NEXT_BATCH = (
     "WITH held AS (SELECT position FROM projection_positions WHERE name = %s FOR UPDATE)"
     " SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
     " CASE WHEN e.topic LIKE ANY(%s) THEN e.state END"
-    " FROM held JOIN ledger_events AS e ON e.notification_id > held.position"
+    # A scalar subquery, so the position is known before the scan starts and the index range begins there
+    # (as a join, the planner may walk the index from the first event).
+    " FROM ledger_events AS e WHERE e.notification_id > (SELECT position FROM held)"
     " ORDER BY e.notification_id LIMIT %s"
 )
 
