@@ -10,10 +10,11 @@ position" never skips an event that commits later.
 A batch commits without waiting for its WAL flush (``synchronous_commit = off``): the views and their
 position are one transaction, so a database crash can only lose a whole batch, views and position
 together, which the runner then applies again from the events. The events themselves are written with
-full durability by the ledger. Under a steady stream of events the runner lets ``interval_seconds`` pass
-between the starts of two partial batches, so that each batch carries many events instead of one small
-transaction per commit of the ledger; when the log goes quiet, it waits for the ledger's notification and
-applies the next event at once.
+full durability by the ledger. Under load (a batch of at least ``PACE_FROM_EVENTS`` events) the runner
+lets ``interval_seconds`` pass between the starts of two batches, so that each carries many events
+instead of one small transaction per commit of the ledger: in the benchmark, 50 ms halved the
+projection worker's CPU and raised the debit rate by half. Lighter traffic is applied at once, and a
+quiet log is followed by waiting for the ledger's notification.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from ledger.mapper import MsgspecMapper
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 1_000
-DEFAULT_INTERVAL_SECONDS = 0.01
+DEFAULT_INTERVAL_SECONDS = 0.05
+PACE_FROM_EVENTS = 16
 IDLE_WAIT_SECONDS = 1.0
 STANDBY_POLL_SECONDS = 1.0
 
@@ -142,8 +144,10 @@ class ProjectionRunner:
                         count = self.run_batch(conn)
                         if count >= self.batch_size:
                             continue
-                        if count:
+                        if count >= PACE_FROM_EVENTS:
                             stop.wait(self.interval_seconds - (time.monotonic() - started))
+                            continue
+                        if count:
                             continue
                         for _ in lock_conn.notifies(timeout=IDLE_WAIT_SECONDS, stop_after=1):
                             pass
