@@ -89,7 +89,7 @@ class AccountsProjection:
         rows = conn.execute(
             "SELECT user_id, account_id, balance_millicredits, reserved_millicredits,"
             " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position"
-            " FROM user_credits WHERE account_id = ANY(%s) FOR UPDATE",
+            " FROM user_credits WHERE account_id = ANY(%b) FOR UPDATE",
             (ids,),
         ).fetchall()
         for row in rows:
