@@ -46,7 +46,7 @@ def _package(receipt: PackageReceipt) -> PackageResponse:
 class AdminController(Controller):
     path = "/api/admin"
     tags = ["Admin"]  # noqa: RUF012 - Litestar reads a list here.
-    guards = [requires("admin")]  # noqa: RUF012
+    opt = requires("admin")
 
     @get(
         "/credits/stats",

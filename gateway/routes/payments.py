@@ -52,7 +52,7 @@ def _stripe(state: State) -> Any:
 class PurchaseController(Controller):
     path = "/api/credits/purchase"
     tags = ["User"]  # noqa: RUF012 - Litestar reads a list here.
-    guards = [requires("user")]  # noqa: RUF012
+    opt = requires("user")
 
     @post(
         operation_id="PurchaseCredits",

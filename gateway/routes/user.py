@@ -34,7 +34,7 @@ async def wait_for(state: State, position: int | None) -> dict[str, str]:
 class UserCreditsController(Controller):
     path = "/api/credits"
     tags = ["User"]  # noqa: RUF012 - Litestar reads a list here.
-    guards = [requires("user")]  # noqa: RUF012
+    opt = requires("user")
 
     @get(
         "/balance",
