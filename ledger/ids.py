@@ -7,6 +7,7 @@ primary key, not a lookup, rejects the second attempt.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -15,6 +16,8 @@ BILLING_CONFIG_ID: Final = uuid5(NAMESPACE, "billing-config")
 PACKAGE_CATALOGUE_ID: Final = uuid5(NAMESPACE, "package-catalogue")
 
 
+# Busy accounts are named again and again; hashing their name each time was 1% of a debit's CPU.
+@lru_cache(maxsize=65_536)
 def account_id(user_id: str) -> UUID:
     return uuid5(NAMESPACE, "account:" + user_id)
 
