@@ -66,3 +66,10 @@ def test_a_changed_migration_is_an_error(scratch_database: str) -> None:
         conn.execute("UPDATE schema_migrations SET checksum = 'tampered' WHERE name = '0001_event_store.sql'")
     with pytest.raises(MigrationError):
         apply_migrations(scratch_database)
+
+
+def test_sessions_of_a_migrated_database_plan_without_jit(scratch_database: str) -> None:
+    # A batch's account refresh is estimated far above jit_above_cost; compiling it cost 140 ms.
+    apply_migrations(scratch_database)
+    with psycopg.connect(scratch_database) as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
