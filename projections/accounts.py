@@ -248,28 +248,30 @@ class AccountsProjection:
                 " WHERE name = 'all'",
                 (circulation, with_balance, reserved),
             )
-            cur.executemany(
+            # One statement for all the batch's rows (arrays, in binary): a statement per row cost the
+            # projection worker and the database more than the rows themselves.
+            rows = list(batch.balances.values())
+            cur.execute(
                 "INSERT INTO user_credits (user_id, account_id, balance_millicredits, reserved_millicredits,"
                 " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET"
+                " SELECT * FROM unnest(%b::text[], %b::uuid[], %b::bigint[], %b::bigint[], %b::bigint[],"
+                " %b::bigint[], %b::timestamptz[], %b::bigint[])"
+                " ON CONFLICT (user_id) DO UPDATE SET"
                 " balance_millicredits = EXCLUDED.balance_millicredits,"
                 " reserved_millicredits = EXCLUDED.reserved_millicredits,"
                 " lifetime_purchased_millicredits = EXCLUDED.lifetime_purchased_millicredits,"
                 " lifetime_used_millicredits = EXCLUDED.lifetime_used_millicredits,"
                 " updated_at = EXCLUDED.updated_at, position = EXCLUDED.position",
-                [
-                    (
-                        r.user_id,
-                        r.account_id,
-                        r.balance,
-                        r.reserved,
-                        r.purchased,
-                        r.used,
-                        r.updated_at,
-                        r.position,
-                    )
-                    for r in batch.balances.values()
-                ],
+                (
+                    [r.user_id for r in rows],
+                    [r.account_id for r in rows],
+                    [r.balance for r in rows],
+                    [r.reserved for r in rows],
+                    [r.purchased for r in rows],
+                    [r.used for r in rows],
+                    [r.updated_at for r in rows],
+                    [r.position for r in rows],
+                ),
             )
             if batch.new_holds:
                 cur.executemany(
@@ -296,13 +298,23 @@ class AccountsProjection:
                     for record in batch.usage:
                         copy.write_row(record)
             if batch.rollups:
-                cur.executemany(
+                keys = sorted(batch.rollups)
+                cur.execute(
                     "INSERT INTO usage_rollups (user_id, granularity, bucket_start, tokens, amount_millicredits,"
-                    " events) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (user_id, granularity, bucket_start)"
+                    " events) SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::bigint[],"
+                    " %b::bigint[], %b::bigint[])"
+                    " ON CONFLICT (user_id, granularity, bucket_start)"
                     " DO UPDATE SET tokens = usage_rollups.tokens + EXCLUDED.tokens,"
                     " amount_millicredits = usage_rollups.amount_millicredits + EXCLUDED.amount_millicredits,"
                     " events = usage_rollups.events + EXCLUDED.events",
-                    [(*key, *values) for key, values in sorted(batch.rollups.items())],
+                    (
+                        [key[0] for key in keys],
+                        [key[1] for key in keys],
+                        [key[2] for key in keys],
+                        [batch.rollups[key][0] for key in keys],
+                        [batch.rollups[key][1] for key in keys],
+                        [batch.rollups[key][2] for key in keys],
+                    ),
                 )
 
 
