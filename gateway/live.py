@@ -12,7 +12,9 @@ worker makes one Redis round trip for many changes instead of one each. A stream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -29,6 +31,7 @@ RECONNECT_SECONDS = 1.0
 # most this many messages wait, and older ones are dropped.
 MAX_WAITING_MESSAGES = 10_000
 MAX_MESSAGES_PER_PIPELINE = 1_000
+SHUTDOWN_FLUSH_SECONDS = 1.0
 
 
 class BalanceChanged(msgspec.Struct, frozen=True):
@@ -50,7 +53,7 @@ class ResilientBackend(ChannelsBackend):
         self.on_error = on_error
         self.redis = redis
         self._channels: set[str] = set()
-        self._outbox: list[tuple[bytes, list[str]]] = []
+        self._outbox: deque[tuple[bytes, list[str]]] = deque(maxlen=MAX_WAITING_MESSAGES)
         self._flusher: asyncio.Task[None] | None = None
 
     async def on_startup(self) -> None:
@@ -60,6 +63,12 @@ class ResilientBackend(ChannelsBackend):
             self.on_error(error)
 
     async def on_shutdown(self) -> None:
+        # Messages still waiting get a moment to reach Redis, and the flush never outlives the app.
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(flusher), SHUTDOWN_FLUSH_SECONDS)
+            flusher.cancel()
         try:
             await self.inner.on_shutdown()
         except Exception as error:  # noqa: BLE001
@@ -72,28 +81,22 @@ class ResilientBackend(ChannelsBackend):
             except Exception as error:  # noqa: BLE001
                 self.on_error(error)
             return
-        if len(self._outbox) >= MAX_WAITING_MESSAGES:
-            del self._outbox[0]
-        self._outbox.append((data, list(channels)))
-        if self._flusher is None:
+        self._outbox.append((data, list(set(channels))))  # Full: the oldest message goes.
+        if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         redis: Any = self.redis
-        try:
-            while self._outbox:
-                batch = self._outbox[:MAX_MESSAGES_PER_PIPELINE]
-                del self._outbox[:MAX_MESSAGES_PER_PIPELINE]
-                try:
-                    async with redis.pipeline(transaction=False) as pipe:
-                        for data, channels in batch:
-                            for name in channels:
-                                pipe.publish(name, data)
-                        await pipe.execute()
-                except Exception as error:  # noqa: BLE001
-                    self.on_error(error)
-        finally:
-            self._flusher = None
+        while self._outbox:
+            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), MAX_MESSAGES_PER_PIPELINE))]
+            try:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for data, channels in batch:
+                        for name in channels:
+                            pipe.publish(name, data)
+                    await pipe.execute()
+            except Exception as error:  # noqa: BLE001
+                self.on_error(error)
 
     async def subscribe(self, channels: Iterable[str]) -> None:
         wanted = set(channels)

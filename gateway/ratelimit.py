@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
 FAILURE_LOG_INTERVAL_SECONDS = 10.0
+SKIP_AFTER_FAILURE_SECONDS = 1.0
 
 # KEYS are the principals' counters, ARGV[1] the window and ARGV[i + 1] the hits on KEYS[i]; the reply is
 # each key's count after the hits and its seconds left, flattened.
@@ -75,52 +76,66 @@ class MemoryCounter:
         return count + 1, int((window + 1) * WINDOW_SECONDS - now) + 1
 
 
+Answer = asyncio.Future[tuple[int, int] | None]
+
+
 class RedisCounter:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
         self.script = redis.register_script(_HIT)
         self.healthy = True
         self._last_logged = 0.0
-        self._waiting: dict[str, list[asyncio.Future[tuple[int, int] | None]]] = {}
+        self._waiting: dict[str, list[Answer]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        # After a failure, requests pass without asking Redis for a moment: a Redis that times out
+        # must not make every request wait for its timeout in turn.
+        self._skip_until = 0.0
 
     async def hit(self, key: str) -> tuple[int, int] | None:
-        answer: asyncio.Future[tuple[int, int] | None] = asyncio.get_running_loop().create_future()
+        if time.monotonic() < self._skip_until:
+            return None
+        answer: Answer = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(f"ledger:ratelimit:{key}", []).append(answer)
-        if self._flusher is None:
+        if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await answer
 
     async def _flush(self) -> None:
         try:
             while self._waiting:
-                keys = list(self._waiting)[:MAX_KEYS_PER_CALL]
-                waiting = [self._waiting.pop(key) for key in keys]
-                await self._count(keys, waiting)
+                waiting, self._waiting = self._waiting, {}
+                keys = list(waiting)
+                chunks = [keys[i : i + MAX_KEYS_PER_CALL] for i in range(0, len(keys), MAX_KEYS_PER_CALL)]
+                await asyncio.gather(*(self._count(chunk, [waiting[key] for key in chunk]) for chunk in chunks))
         finally:
-            self._flusher = None
+            # Whatever stopped this flush (cancelled with its loop, say), no caller is left waiting.
+            for answers in self._waiting.values():
+                _answer_all(answers, None)
+            self._waiting = {}
 
-    async def _count(self, keys: list[str], waiting: list[list[asyncio.Future[tuple[int, int] | None]]]) -> None:
+    async def _count(self, keys: list[str], waiting: list[list[Answer]]) -> None:
+        counted: list[tuple[int, int]] | None = None
         try:
-            reply = await self.script(keys=keys, args=[WINDOW_SECONDS, *(len(answers) for answers in waiting)])
-        except Exception as error:  # noqa: BLE001 - fail open, whatever the failure.
-            self.failed(error)
-            reply = None
-        else:
-            self.healthy = True
-        for index, answers in enumerate(waiting):
-            counted = None if reply is None else (int(reply[2 * index]), max(int(reply[2 * index + 1]), 1))
-            for place, answer in enumerate(answers):
-                if answer.done():
-                    continue  # A caller that went away is not waiting any more.
+            try:
+                reply = await self.script(keys=keys, args=[WINDOW_SECONDS, *(len(answers) for answers in waiting)])
+                counted = [(int(reply[2 * i]), max(int(reply[2 * i + 1]), 1)) for i in range(len(keys))]
+            except Exception as error:  # noqa: BLE001 - fail open, whatever the failure (a bad reply too).
+                self.failed(error)
+            else:
+                self.healthy = True
+        finally:
+            for index, answers in enumerate(waiting):
                 if counted is None:
-                    answer.set_result(None)
-                else:
-                    count, ttl = counted
-                    answer.set_result((count - len(answers) + place + 1, ttl))
+                    _answer_all(answers, None)
+                    continue
+                count, ttl = counted[index]
+                for place, answer in enumerate(answers):
+                    if not answer.done():  # A caller that went away is not waiting any more.
+                        answer.set_result((count - len(answers) + place + 1, ttl))
 
     def failed(self, error: BaseException) -> None:
         self.healthy = False
+        self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
         RATE_LIMIT_FAILURES.inc()
         if time.monotonic() - self._last_logged > FAILURE_LOG_INTERVAL_SECONDS:
             self._last_logged = time.monotonic()
@@ -164,3 +179,9 @@ class RateLimitMiddleware(ASGIMiddleware):
             await send(message)
 
         await next_app(scope, receive, send_with_headers)
+
+
+def _answer_all(answers: list[Answer], value: tuple[int, int] | None) -> None:
+    for answer in answers:
+        if not answer.done():
+            answer.set_result(value)

@@ -41,3 +41,17 @@ async def test_hits_fail_open_when_redis_is_unreachable() -> None:
         assert not counter.healthy
     finally:
         await client.aclose()
+
+
+async def test_a_reply_it_cannot_read_lets_the_requests_through(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    counter = RedisCounter(client)
+    counter.script = client.register_script("return {5}")  # A real Redis call with a reply of the wrong shape.
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(counter.hit(f"test:{n % 3}") for n in range(9))), 5)
+        assert answers == [None] * 9
+        assert not counter.healthy
+        # For a moment after a failure, requests pass without waiting for Redis at all.
+        assert await asyncio.wait_for(counter.hit("test:0"), 0.1) is None
+    finally:
+        await client.aclose()
