@@ -7,18 +7,29 @@ debit's CPU in the server. This recorder sends the same rows as four arrays of p
 for the same arrays as text). Everything else is the
 library's: the table lock taken first (so commit order is position order), the notification, the
 returned positions in insert order, and the unique key that turns a duplicate into an IntegrityError.
+
+The library sends the transaction in psycopg's pipeline mode, whose loop (psycopg 3.3) writes once when
+the socket is writable and then only reads, even when libpq still holds part of the statement. A
+statement larger than what the kernel takes in one write (about 900 KB on a Unix socket here, several MB
+over loopback TCP) then waits forever: the client for the answer, the server (``ClientRead``) for the
+rest of the statement. So the insert is written out in full before the library syncs the pipeline.
 """
 
 from __future__ import annotations
 
+import selectors
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg import Cursor
+from psycopg import Cursor, OperationalError
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+
+# Longest wait for the server to take a statement's bytes; a server that takes none for this long is gone.
+SEND_TIMEOUT_SECONDS = 30.0
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -43,3 +54,21 @@ class LedgerRecorder(PostgresApplicationRecorder):
             ),
             prepare=True,
         )
+        _send_all(curs)
+
+
+def _send_all(curs: Cursor[DictRow]) -> None:
+    """Write what libpq still holds for this connection, reading meanwhile so the server never blocks on us.
+
+    ``PGconn.flush`` answers 1 while bytes remain; when it cannot write it reads what the server sent
+    (libpq buffers it for the pipeline's own fetch), so waiting for either direction cannot deadlock.
+    """
+    pgconn = curs.connection.pgconn
+    deadline = time.monotonic() + SEND_TIMEOUT_SECONDS
+    with selectors.DefaultSelector() as selector:
+        selector.register(pgconn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while pgconn.flush():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationalError(f"the server took no data for {SEND_TIMEOUT_SECONDS:.0f} s")
+            selector.select(remaining)
