@@ -15,6 +15,7 @@ from litestar.config.app import AppConfig
 from gateway.auth import jwt_auth
 from gateway.body import decode_strictly
 from gateway.calls import LedgerCalls
+from gateway.framing import end_json_with_newline
 from gateway.live import channels_plugin
 from gateway.logs import RequestIdMiddleware
 from gateway.metrics import MetricsController, prometheus_config
@@ -113,6 +114,7 @@ def create_app(
         middleware=[prometheus_config().middleware, RateLimitMiddleware()],
         on_app_init=[auth.on_app_init, _request_id_outermost],
         before_request=decode_strictly,
+        before_send=[end_json_with_newline],
         openapi_config=openapi_config(_version()),
         request_max_body_size=MAX_BODY_BYTES,
         # Logging is configured once by the process (JSON, the configured level); Litestar's default would

@@ -38,6 +38,10 @@ LAG = Gauge(
 )
 
 
+# Litestar adds the charset to every text/ media type itself; the library's constant carries one already.
+EXPOSITION_MEDIA_TYPE = CONTENT_TYPE_LATEST.partition("; charset=")[0]
+
+
 def prometheus_config() -> PrometheusConfig:
     return PrometheusConfig(app_name="ledger", prefix="ledger", group_path=True, exclude=["/metrics"])
 
@@ -70,4 +74,4 @@ class MetricsController(Controller):
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=EXPOSITION_MEDIA_TYPE)

@@ -390,6 +390,7 @@ def test_metrics_and_schema_are_served(gateway: Gateway, admin: Api, service: Ap
     service.post("/api/usage/debits", json={"user_id": "u1", "tokens": 1}, headers=KEY)
     metrics = gateway.client().get("/metrics")
     assert metrics.status_code == 200
+    assert metrics.headers["content-type"].count("charset") == 1, metrics.headers["content-type"]
     text = metrics.text
     for name in (
         "ledger_requests_total",
@@ -407,6 +408,24 @@ def test_metrics_and_schema_are_served(gateway: Gateway, admin: Api, service: Ap
     operations = [op for path in schema["paths"].values() for op in path.values()]
     assert all(op.get("operationId") and op.get("summary") for op in operations)
     assert gateway.client().get("/schema/swagger").status_code == 200
+
+
+def test_every_json_answer_ends_with_a_newline(gateway: Gateway, admin: Api, service: Api) -> None:
+    answers = {
+        "created": fund(admin, "u1", 5_000),
+        "read": gateway.client("user", "u1").get("/api/credits/balance"),
+        "public": gateway.client().get("/api/credits/packages"),
+        "schema": gateway.client().get("/schema/openapi.json"),
+        "refused": service.post("/api/usage/debits", json={"user_id": "u2", "tokens": 10}, headers=KEY),
+        "invalid": service.post("/api/usage/debits", json={"user_id": "u1", "tokens": 1.5}, headers=KEY),
+        "unauthorized": gateway.client().get("/api/credits/balance"),
+        "forbidden": gateway.client("user", "u1").get("/api/admin/credits/stats"),
+        "unknown route": gateway.client().get("/api/nothing-here"),
+    }
+    for name, answer in answers.items():
+        assert "json" in answer.headers["content-type"], (name, answer.headers["content-type"])
+        assert answer.content.endswith(b"}\n"), (name, answer.content[-40:])
+        assert int(answer.headers["content-length"]) == len(answer.content), name
 
 
 # Live updates.
