@@ -19,23 +19,36 @@ from gateway.framing import end_json_with_newline
 from gateway.live import channels_plugin
 from gateway.logs import RequestIdMiddleware
 from gateway.metrics import MetricsController, prometheus_config
-from gateway.openapi import openapi_config
+from gateway.openapi import openapi_config, swagger_ui_files
 from gateway.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from gateway.ratelimit import Counter, MemoryCounter, RateLimitMiddleware, RedisCounter
 from gateway.routes.admin import AdminController
 from gateway.routes.health import HealthController
+from gateway.routes.pages import CheckoutReturnPages
 from gateway.routes.payments import PurchaseController, StripeWebhookController
 from gateway.routes.public import PublicController
 from gateway.routes.service import AccountsController, UsageController
 from gateway.routes.user import UserCreditsController
 from gateway.settings import Settings
 from gateway.stripe_events import stripe_client
+from gateway.web import static_files, template_config
 from ledger.application import Ledger
 
 MAX_BODY_BYTES = 64 * 1024
 REDIS_TIMEOUT_SECONDS = 0.5
-# Paths that need no token: probes, metrics, the API document, the public catalogue, Stripe's webhook.
-PUBLIC_PATHS = ["^/health/", "^/metrics$", "^/schema", "^/api/credits/packages$", "^/api/webhooks/"]
+# Paths that need no token: probes, metrics, the API document and its viewer's files, the public catalogue,
+# Stripe's webhook, and the two pages a buyer's browser returns to from Stripe Checkout (only those two:
+# the rest of /credits is for signed-in users).
+PUBLIC_PATHS = [
+    "^/health/",
+    "^/metrics$",
+    "^/schema",
+    "^/static/",
+    "^/api/credits/packages$",
+    "^/api/webhooks/",
+    "^/credits/success$",
+    "^/credits/cancel$",
+]
 
 
 def _utc_now() -> datetime:
@@ -107,6 +120,9 @@ def create_app(
             AdminController,
             PurchaseController,
             StripeWebhookController,
+            CheckoutReturnPages,
+            static_files(),
+            swagger_ui_files(),
         ],
         lifespan=[resources],
         plugins=[problem_details_plugin(), channels],
@@ -116,6 +132,7 @@ def create_app(
         before_request=decode_strictly,
         before_send=[end_json_with_newline],
         openapi_config=openapi_config(_version()),
+        template_config=template_config(),
         request_max_body_size=MAX_BODY_BYTES,
         # Logging is configured once by the process (JSON, the configured level); Litestar's default would
         # replace it with its own handler at INFO.

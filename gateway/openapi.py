@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from litestar import Router
+from litestar.datastructures import CacheControlHeader
 from litestar.enums import RequestEncodingType
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from gateway.schemas import Problem
+
+# Swagger UI's files come from an installed package (swagger-ui-bundle-v2, Swagger UI 5, which renders
+# OpenAPI 3.1; the older swagger-ui-bundle's 4.15 refuses it), so the page works with no internet. The
+# package names its folder after the Swagger UI version, and so does the address: a new version is a new
+# address, and browsers may keep each file for a year without asking again.
+SWAGGER_UI_FILES = Path(str(swagger_ui_path))
+SWAGGER_UI_PATH = f"/static/{SWAGGER_UI_FILES.name}"
+SWAGGER_UI_MAX_AGE_SECONDS = 365 * 24 * 3600
 
 PROBLEMS: dict[int, tuple[str, str]] = {
     400: ("malformed-request", "The body is not valid JSON."),
@@ -54,7 +68,28 @@ def openapi_config(version: str) -> OpenAPIConfig:
             "Errors are RFC 9457 problem details with a stable `type`."
         ),
         path="/schema",
-        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), SwaggerRenderPlugin(path="/swagger")],
+        render_plugins=[
+            JsonRenderPlugin(path=["/", "/openapi.json"]),
+            SwaggerRenderPlugin(
+                path="/swagger",
+                js_url=f"{SWAGGER_UI_PATH}/swagger-ui-bundle.js",
+                css_url=f"{SWAGGER_UI_PATH}/swagger-ui.css",
+                standalone_preset_js_url=f"{SWAGGER_UI_PATH}/swagger-ui-standalone-preset.js",
+                # Litestar's default favicon is a link to a CDN.
+                favicon=f'<link rel="icon" type="image/png" href="{SWAGGER_UI_PATH}/favicon-32x32.png">',
+            ),
+        ],
+    )
+
+
+def swagger_ui_files() -> Router:
+    """The Swagger UI files the document's viewer loads, served by the service itself."""
+    return create_static_files_router(
+        SWAGGER_UI_PATH,
+        [SWAGGER_UI_FILES],
+        name="swagger-ui",
+        cache_control=CacheControlHeader(max_age=SWAGGER_UI_MAX_AGE_SECONDS, immutable=True),
+        include_in_schema=False,
     )
 
 

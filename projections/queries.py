@@ -415,6 +415,33 @@ async def packages(pool: Any, *, active_only: bool) -> list[AdminPackageView]:
     ]
 
 
+class CheckoutView(msgspec.Struct, frozen=True, kw_only=True):
+    """One Checkout Session as its buyer sees it on returning from Stripe: what was bought and how it went."""
+
+    checkout_session_id: str
+    status: Literal["open", "pending", "paid", "failed", "expired"]
+    payment_method: str | None
+    package_id: str
+    package_name: str | None
+    credits_millicredits: int
+    amount_minor: int
+    currency: str
+    refunded_amount_minor: int
+    updated_at: datetime
+
+
+async def checkout(pool: Any, session_id: str) -> CheckoutView | None:
+    """The purchase a Checkout Session started, or None when the payments view has no such session."""
+    row = await pool.fetchrow(
+        "SELECT p.checkout_session_id, p.status, p.payment_method, p.package_id, c.name AS package_name,"
+        " p.credits_millicredits, p.amount_minor, p.currency, p.refunded_amount_minor, p.updated_at"
+        " FROM stripe_payments p LEFT JOIN credit_packages c ON c.id = p.package_id"
+        " WHERE p.checkout_session_id = $1",
+        session_id,
+    )
+    return None if row is None else msgspec.convert(dict(row), CheckoutView)
+
+
 # Read-your-writes.
 
 
