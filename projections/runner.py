@@ -9,12 +9,12 @@ position" never skips an event that commits later.
 
 A batch commits without waiting for its WAL flush (``synchronous_commit = off``): the views and their
 position are one transaction, so a database crash can only lose a whole batch, views and position
-together, which the runner then applies again from the events. The events themselves are written with
-full durability by the ledger. Under load (a batch of at least ``PACE_FROM_EVENTS`` events) the runner
-lets ``interval_seconds`` pass between the starts of two batches, so that each carries many events
-instead of one small transaction per commit of the ledger: in the benchmark, 50 ms halved the
-projection worker's CPU and raised the debit rate by half. Lighter traffic is applied at once, and a
-quiet log is followed by waiting for the ledger's notification.
+together, which the runner applies again from the events once it has connected again. The events
+themselves are written with full durability by the ledger. Under load (a batch of at least
+``PACE_FROM_EVENTS`` events) the runner lets ``interval_seconds`` pass between the starts of two
+batches, so that each carries many events instead of one small transaction per commit of the ledger:
+in the benchmark, 50 ms halved the projection worker's CPU and raised the debit rate by half. Lighter
+traffic is applied at once, and a quiet log is followed by waiting for the ledger's notification.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
 from ledger.mapper import MsgspecMapper
+from projections.recovery import CONNECTION_FAULTS, Backoff
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ DEFAULT_INTERVAL_SECONDS = 0.05
 PACE_FROM_EVENTS = 16
 IDLE_WAIT_SECONDS = 1.0
 STANDBY_POLL_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 _NEXT_BATCH = (
@@ -82,6 +84,7 @@ class ProjectionRunner:
         self.mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
         self.error: BaseException | None = None
         self.active = False
+        self.reconnects = 0
 
     def run_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Apply the next batch. Returns how many events were read (0 when caught up)."""
@@ -122,41 +125,65 @@ class ProjectionRunner:
     def run_forever(self, stop: threading.Event) -> None:
         """Stand by until this process holds the projection's lock, then follow the log until stopped.
 
-        Any error stops the projection (fail-stop) and is kept in ``error`` for readiness to report.
+        A lost connection (see ``projections.recovery``) is survived: the runner connects again after a
+        pause, takes the lock again (or stands by, if another worker took it meanwhile) and goes on from
+        the committed position. Any other error stops the projection (fail-stop) and is kept in
+        ``error`` for readiness to report.
         """
-        try:
-            with psycopg.connect(self.database_url, autocommit=True) as lock_conn:
-                while not stop.is_set():
-                    held = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.projection.name),))
-                    if held.fetchone() == (True,):
-                        break
-                    stop.wait(STANDBY_POLL_SECONDS)
-                if stop.is_set():
-                    return
-                self.active = True
-                log.info("projection %s active", self.projection.name)
-                lock_conn.execute("LISTEN ledger_events")
-                with psycopg.connect(self.database_url) as conn:
-                    conn.execute("SET synchronous_commit = off")
-                    conn.commit()
-                    while not stop.is_set():
-                        started = time.monotonic()
-                        count = self.run_batch(conn)
-                        if count >= self.batch_size:
-                            continue
-                        if count >= PACE_FROM_EVENTS:
-                            stop.wait(self.interval_seconds - (time.monotonic() - started))
-                            continue
-                        if count:
-                            continue
-                        for _ in lock_conn.notifies(timeout=IDLE_WAIT_SECONDS, stop_after=1):
-                            pass
-        except BaseException as error:
-            self.error = error
-            log.exception("projection %s stopped", self.projection.name)
-            raise
-        finally:
-            self.active = False
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                self._hold_and_follow(stop, backoff)
+            except CONNECTION_FAULTS as fault:
+                self.reconnects += 1
+                log.warning("projection %s lost its connection (%s); connecting again", self.projection.name, fault)
+                stop.wait(backoff.next_seconds())
+            except BaseException as error:
+                self.error = error
+                log.exception("projection %s stopped", self.projection.name)
+                raise
+            finally:
+                self.active = False
+
+    def _hold_and_follow(self, stop: threading.Event, backoff: Backoff) -> None:
+        # One connection holds the advisory lock and applies the batches: if it is lost, the lock goes
+        # with it, so this worker can never go on applying while another one has taken over.
+        with psycopg.connect(
+            self.database_url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            # Named, so an operator sees in pg_stat_activity which connection holds which lock.
+            application_name=f"ledger projection {self.projection.name}",
+        ) as conn:
+            while not stop.is_set():
+                held = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.projection.name),))
+                if held.fetchone() == (True,):
+                    break
+                backoff.reset()
+                stop.wait(STANDBY_POLL_SECONDS)
+            if stop.is_set():
+                return
+            conn.execute("SET synchronous_commit = off")
+            conn.execute("LISTEN ledger_events")
+            self.active = True
+            log.info("projection %s active", self.projection.name)
+            while not stop.is_set():
+                started = time.monotonic()
+                count = self.run_batch(conn)
+                backoff.reset()
+                # Notifications of commits the batch has already read are of no use; dropping them keeps
+                # the connection's backlog from growing while the log never goes quiet.
+                for _ in conn.notifies(timeout=0):
+                    pass
+                if count >= self.batch_size:
+                    continue
+                if count >= PACE_FROM_EVENTS:
+                    stop.wait(self.interval_seconds - (time.monotonic() - started))
+                    continue
+                if count:
+                    continue
+                for _ in conn.notifies(timeout=IDLE_WAIT_SECONDS, stop_after=1):
+                    pass
 
 
 def _like_prefix(prefix: str) -> str:

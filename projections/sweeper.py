@@ -17,7 +17,8 @@ from typing import Any
 import psycopg
 
 from ledger.application import Ledger
-from projections.runner import STANDBY_POLL_SECONDS, lock_key
+from projections.recovery import CONNECTION_FAULTS, Backoff
+from projections.runner import CONNECT_TIMEOUT_SECONDS, STANDBY_POLL_SECONDS, lock_key
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class HoldSweeper:
         self.clock = clock
         self.error: BaseException | None = None
         self.active = False
+        self.reconnects = 0
         self.expired_total = 0
 
     def sweep(self, conn: psycopg.Connection[Any]) -> int:
@@ -48,19 +50,39 @@ class HoldSweeper:
         return expired
 
     def run_forever(self, stop: threading.Event) -> None:
-        try:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
-                while not stop.is_set():
-                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone() == (True,):
-                        break
-                    stop.wait(STANDBY_POLL_SECONDS)
-                self.active = not stop.is_set()
-                while not stop.is_set():
-                    self.sweep(conn)
-                    stop.wait(SWEEP_INTERVAL_SECONDS)
-        except BaseException as error:
-            self.error = error
-            log.exception("hold sweeper stopped")
-            raise
-        finally:
-            self.active = False
+        """Stand by until this process holds the sweeper's lock, then sweep until stopped.
+
+        A lost connection, here or in the ledger's writes, is survived as the projections survive it.
+        """
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                self._hold_and_sweep(stop, backoff)
+            except CONNECTION_FAULTS as fault:
+                self.reconnects += 1
+                log.warning("hold sweeper lost its connection (%s); connecting again", fault)
+                stop.wait(backoff.next_seconds())
+            except BaseException as error:
+                self.error = error
+                log.exception("hold sweeper stopped")
+                raise
+            finally:
+                self.active = False
+
+    def _hold_and_sweep(self, stop: threading.Event, backoff: Backoff) -> None:
+        with psycopg.connect(
+            self.database_url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name="ledger hold sweeper",
+        ) as conn:
+            while not stop.is_set():
+                if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone() == (True,):
+                    break
+                backoff.reset()
+                stop.wait(STANDBY_POLL_SECONDS)
+            self.active = not stop.is_set()
+            while not stop.is_set():
+                self.sweep(conn)
+                backoff.reset()
+                stop.wait(SWEEP_INTERVAL_SECONDS)

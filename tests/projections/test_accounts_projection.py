@@ -193,3 +193,48 @@ def test_two_workers_one_active_and_the_standby_takes_over(pg_ledger: Ledger, cl
     for thread in threads:
         thread.join(timeout=5)
     assert verify(clean_database) == []
+
+
+def _terminate_backends_of(url: str, application_name: str) -> int:
+    """Cut, as an administrator or a network would, every connection of that application name."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cut = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return len(cut)
+
+
+def test_a_lost_connection_is_survived_and_the_lock_taken_again(pg_ledger: Ledger, clean_database: str) -> None:
+    first, second = (ProjectionRunner(clean_database, AccountsProjection()) for _ in range(2))
+    stop = threading.Event()
+    threads = [threading.Thread(target=r.run_forever, args=(stop,), daemon=True) for r in (first, second)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (first.active or second.active):
+            assert time.monotonic() < deadline, "no runner became active"
+            time.sleep(0.05)
+        # Given the active runner waiting for the log's notification, when its connection is cut,
+        assert _terminate_backends_of(clean_database, "ledger projection accounts") == 2
+        pg_ledger.grant_credits(
+            GrantCredits(user_id="after-cut", amount_millicredits=7, source="admin"), idempotency=None, now=T0
+        )
+        # then one of the two applies the events written since, and neither has stopped on an error.
+        deadline = time.monotonic() + 15
+        while rows(clean_database, "SELECT count(*) FROM user_credits WHERE user_id = 'after-cut'") != [(1,)]:
+            assert time.monotonic() < deadline, "no runner caught up after the connection was cut"
+            time.sleep(0.05)
+        assert (first.error, second.error) == (None, None)
+        assert first.reconnects + second.reconnects >= 1
+        assert all(thread.is_alive() for thread in threads)
+        for _ in range(20):  # Never two active at once, whichever holds the lock now.
+            assert not (first.active and second.active)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+    assert verify(clean_database) == []
