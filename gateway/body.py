@@ -43,3 +43,6 @@ async def decode_strictly(request: Request[Any, Any, Any]) -> None:
         raise InvalidCommandError(field, reason) from None
     except msgspec.DecodeError:
         raise problem("malformed-request", 400, "the body is not valid JSON") from None
+    except UnicodeDecodeError:
+        # msgspec checks the UTF-8 of strings as it reads them, and says so with this error of its own kind.
+        raise problem("malformed-request", 400, "the body is not valid UTF-8") from None

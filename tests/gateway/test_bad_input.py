@@ -354,6 +354,8 @@ NOT_JSON = {
     "NaN for a value": lambda valid: re.sub(rb': ("[^"]*"|-?[0-9]+)', b": NaN", encoded(valid), count=1),
     "an empty body": lambda _: b"",
     "bytes that are not UTF-8": lambda _: b"\xff\xfe{}",
+    # Inside the document's first string (a key), where the decoder meets them only as it reads that string.
+    "a string that is not UTF-8": lambda valid: re.sub(rb'"([^"]*)"', b'"\\1\xff"', encoded(valid), count=1),
     "two documents": lambda valid: encoded(valid) * 2,
 }
 NOT_AN_OBJECT = {
