@@ -2,7 +2,7 @@
 
 Ledger refusals, Litestar's own errors (validation, auth, routing, body size) and anything unexpected
 all pass through here. An unexpected error is logged with its request id and answered with a 500 that
-says nothing of its cause; a database that does not answer is a 503 with ``Retry-After``.
+says nothing of its cause; a dependency that fails (the database, Stripe) is a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
+import eventsourcing.persistence
 import psycopg
 import psycopg_pool
+import stripe
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -37,6 +39,7 @@ from ledger.errors import (
     RemovalExceedsAvailableError,
     ReservationNotOpenError,
     SalesPausedError,
+    StoreUnavailableError,
 )
 
 log = logging.getLogger("gateway.errors")
@@ -182,11 +185,36 @@ def _http(error: HTTPException) -> ProblemDetailsException:  # noqa: PLR0911 - o
     return problem("http-error", error.status_code, str(error.detail))
 
 
+# What answers 503: a dependency that failed or did not answer in time. The caller may retry after
+# Retry-After with the same Idempotency-Key; a write whose outcome the service could not learn is then
+# answered from its marker, or applied once.
+DEPENDENCY_FAULTS: Mapping[type[Exception], str] = {
+    psycopg.OperationalError: "the database",
+    psycopg.InterfaceError: "the database",
+    psycopg_pool.PoolTimeout: "the database",
+    eventsourcing.persistence.OperationalError: "the database",
+    eventsourcing.persistence.InterfaceError: "the database",
+    asyncpg.PostgresConnectionError: "the database",
+    asyncpg.InterfaceError: "the database",
+    asyncpg.exceptions.TooManyConnectionsError: "the database",
+    asyncpg.exceptions.CannotConnectNowError: "the database",
+    StoreUnavailableError: "the database",
+    stripe.APIConnectionError: "Stripe",
+    TimeoutError: "a dependency",
+    OSError: "a dependency",
+}
+RETRY_AFTER_SECONDS = 1
+
+
 def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.warning("dependency unavailable: %s", type(error).__name__)
-    return problem("unavailable", 503, "the database did not answer in time", headers={"Retry-After": "1"}).to_response(
-        request
-    )
+    dependency = next((name for kind, name in DEPENDENCY_FAULTS.items() if isinstance(error, kind)), "a dependency")
+    log.warning("%s unavailable: %s", dependency, type(error).__name__)
+    return problem(
+        "unavailable",
+        503,
+        f"{dependency} did not answer; retry with the same Idempotency-Key",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    ).to_response(request)
 
 
 def _internal(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -203,11 +231,6 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
-    psycopg.OperationalError: _unavailable,
-    psycopg_pool.PoolTimeout: _unavailable,
-    asyncpg.exceptions.ConnectionDoesNotExistError: _unavailable,
-    asyncpg.exceptions.TooManyConnectionsError: _unavailable,
-    TimeoutError: _unavailable,
-    OSError: _unavailable,
+    **dict.fromkeys(DEPENDENCY_FAULTS, _unavailable),
     Exception: _internal,
 }

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import stripe
 
 from gateway.settings import Settings
@@ -29,7 +30,11 @@ from ledger.payments import (
 
 log = logging.getLogger(__name__)
 
-MAX_NETWORK_RETRIES = 2
+# A Stripe that cannot be reached is a 503 within about two seconds: one retry of a connection that
+# takes at most half a second to open. An answer may take longer (Stripe's own work), up to READ_TIMEOUT.
+MAX_NETWORK_RETRIES = 1
+CONNECT_TIMEOUT_SECONDS = 0.5
+READ_TIMEOUT_SECONDS = 20.0
 SESSION_EVENTS = {
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
@@ -45,7 +50,7 @@ def stripe_client(settings: Settings) -> tuple[stripe.StripeClient, stripe.HTTPX
     """The async Stripe client, or None when no secret key is configured (payments then answer 503)."""
     if settings.stripe_secret_key is None:
         return None
-    http_client = stripe.HTTPXClient()
+    http_client = stripe.HTTPXClient(timeout=httpx.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS))
     client = stripe.StripeClient(
         settings.stripe_secret_key,
         http_client=http_client,

@@ -737,6 +737,16 @@ class Ledger(Application):  # type: ignore[type-arg]
             companions=plan.companions,
         )
 
+    def discard_broken_connections(self) -> None:
+        """Test every idle pooled connection and replace the dead ones, after one was found dead.
+
+        Connections are not tested before each use (a round trip on every command); after a database
+        restart every one in the pool is dead, and without this each would fail a command in turn.
+        """
+        datastore = getattr(self.recorder, "datastore", None)
+        if datastore is not None:
+            datastore.pool.check()
+
     @property
     def group_commit(self) -> bool:
         """True when account commands go through the group-commit writer."""

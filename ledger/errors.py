@@ -82,3 +82,15 @@ class SalesPausedError(LedgerError):
         self.potential_tokens = potential_tokens
         self.package_tokens = package_tokens
         self.allowed_tokens = allowed_tokens
+
+
+class StoreUnavailableError(Exception):
+    """The event store did not answer. Not a refusal: the command may be sent again with its key.
+
+    ``outcome_unknown`` is true when the store went away while committing, so the command may or may
+    not have been written; its idempotency marker tells, once the store is back.
+    """
+
+    def __init__(self, reason: str, *, outcome_unknown: bool) -> None:
+        super().__init__(reason)
+        self.outcome_unknown = outcome_unknown

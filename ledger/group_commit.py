@@ -29,9 +29,11 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from ledger.commands import Command, IdempotencyKey
-from ledger.errors import IdempotencyConflictError, LedgerError
+from ledger.errors import IdempotencyConflictError, LedgerError, StoreUnavailableError
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import request_id
 from ledger.receipts import Receipt
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
     from ledger.application import Ledger
 
 log = logging.getLogger(__name__)
+
+# A lost connection, as the store reports it: before a save (the batch's account refresh, a load) or
+# during one (the recorder says whether the commit's outcome is known).
+CONNECTION_FAULTS = (StoreUnavailableError, StoreOperationalError, StoreInterfaceError)
 
 
 @dataclass
@@ -66,6 +72,24 @@ class Plan:
         if self.idempotency is None:
             return None
         return request_id(self.idempotency.principal, self.operation, self.idempotency.key)
+
+
+@dataclass
+class _Committed:
+    decided: list[_Decided]
+    recordings: list[Any]
+
+
+@dataclass
+class _Conflicted:
+    """A key collided: a duplicate request whose marker exists, or an account another process changed."""
+
+    decided: list[_Decided]
+
+
+@dataclass
+class _Lost:
+    fault: StoreUnavailableError
 
 
 @dataclass
@@ -129,30 +153,75 @@ class GroupCommitWriter:
                         future.set_exception(error)
 
     def _commit(self, batch: list[tuple[Plan, Future[Receipt]]]) -> None:
-        # Decided on the accounts as refreshed from the database; if another process changed one between
-        # the refresh and the save, once more after dropping them from the cache; then one by one.
-        for fresh in (False, True):
-            held: dict[int, threading.Lock] = {}
-            working: dict[UUID, Any] = {}
-            try:
-                try:
-                    decided, to_save = self._decide_all(batch, working, held, fresh=fresh)
-                    recordings = self.ledger.save(*to_save) if to_save else []
-                except IntegrityError:
-                    self._forget(working)
-                    continue
-                except BaseException:
-                    # Nothing of this batch committed: the accounts it changed in memory must go.
-                    self._forget(working)
-                    raise
-            finally:
-                for lock in held.values():
-                    lock.release()
-            self.batches += 1
-            self.commands += len(batch)
-            self._answer(decided, recordings)
+        # A caller that stopped waiting (its request answered 503 meanwhile) has its command dropped; the
+        # others can no longer be cancelled from here on.
+        batch = [(plan, future) for plan, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
             return
-        self._one_at_a_time(decided)
+        # Decided on the accounts as refreshed from the database; if another process changed one between
+        # the refresh and the save, once more after dropping them from the cache; then one by one. A
+        # connection lost before the commit is tried once more on a fresh connection.
+        fresh = reconnected = False
+        while True:
+            attempt = self._attempt(batch, fresh=fresh)
+            if isinstance(attempt, _Committed):
+                self.batches += 1
+                self.commands += len(batch)
+                self._answer(attempt.decided, attempt.recordings)
+                return
+            if isinstance(attempt, _Conflicted):
+                if not fresh:
+                    fresh = True
+                    continue
+                self._one_at_a_time(attempt.decided)
+                return
+            if not attempt.fault.outcome_unknown and not reconnected:
+                reconnected = True
+                continue
+            self._after_lost_connection(batch, attempt.fault)
+            return
+
+    def _attempt(self, batch: list[tuple[Plan, Future[Receipt]]], *, fresh: bool) -> _Committed | _Conflicted | _Lost:
+        held: dict[int, threading.Lock] = {}
+        working: dict[UUID, Any] = {}
+        try:
+            decided, to_save = self._decide_all(batch, working, held, fresh=fresh)
+            recordings = self.ledger.save(*to_save) if to_save else []
+        except IntegrityError:
+            self._forget(working)
+            return _Conflicted(decided)
+        except CONNECTION_FAULTS as lost:
+            # Nothing of this batch is known to have committed: the accounts it changed in memory must go,
+            # and so must every pooled connection that died with the one this batch held.
+            self._forget(working)
+            self.ledger.discard_broken_connections()
+            if isinstance(lost, StoreUnavailableError):
+                return _Lost(lost)
+            return _Lost(StoreUnavailableError(str(lost), outcome_unknown=False))
+        except BaseException:
+            self._forget(working)
+            raise
+        finally:
+            for lock in held.values():
+                lock.release()
+        return _Committed(decided, recordings)
+
+    def _after_lost_connection(self, batch: list[tuple[Plan, Future[Receipt]]], fault: StoreUnavailableError) -> None:
+        """Answer a batch whose connection was lost twice, or lost while committing.
+
+        When the commit's outcome is unknown, no caller may be told it succeeded or was refused: each
+        command with an idempotency key is decided again on its own, and its marker says whether the
+        batch committed it (its first answer) or not (decided afresh). A command without a key cannot be
+        told apart from a new one, so its caller hears that the store is unavailable.
+        """
+        for plan, future in batch:
+            if plan.idempotency is None or not fault.outcome_unknown:
+                future.set_exception(fault)
+                continue
+            try:
+                future.set_result(self.ledger.execute_plan(plan))
+            except BaseException as error:  # noqa: BLE001 - each caller gets its own answer.
+                future.set_exception(error)
 
     def _decide_all(
         self,

@@ -22,11 +22,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg import Cursor, OperationalError
+from psycopg import Cursor, InterfaceError, OperationalError
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
+
+from ledger.errors import StoreUnavailableError
 
 # Longest wait for the server to take a statement's bytes; a server that takes none for this long is gone.
 SEND_TIMEOUT_SECONDS = 30.0
@@ -40,6 +44,39 @@ class LedgerRecorder(PostgresApplicationRecorder):
             " SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])"
             " RETURNING notification_id"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert, tried once, saying whether a lost connection left the outcome unknown.
+
+        The library retries a failed insert ten times, 0.2 s apart, each waiting for a pooled connection:
+        tens of seconds of a stalled writer while the database is away. Here a lost connection is
+        reported at once, as ``StoreUnavailableError``; the writer decides what to try again. A
+        connection lost after every statement was answered and before the commit's answer leaves the
+        outcome unknown: only the command's idempotency marker can then tell.
+        """
+        committing = False
+        failure: Exception | None = None
+        positions: Sequence[int] | None = None
+        try:
+            with self.datastore.get_connection() as conn:
+                with conn.pipeline() as pipeline, conn.transaction():
+                    with conn.cursor() as curs:
+                        self._insert_events(curs, stored_events, **kwargs)
+                    if stored_events:
+                        with conn.cursor() as curs:
+                            try:
+                                self._insert_stored_events(curs, stored_events, **kwargs)
+                                # A duplicate key surfaces here, as an IntegrityError, not at the commit.
+                                pipeline.sync()
+                                positions = self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+                            except Exception as error:  # noqa: BLE001 - raised again once the pipeline has closed.
+                                failure = error
+                    committing = failure is None
+                if failure is not None:
+                    raise failure
+        except (OperationalError, InterfaceError, StoreOperationalError, StoreInterfaceError) as lost:
+            raise StoreUnavailableError(str(lost), outcome_unknown=committing) from lost
+        return positions
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)

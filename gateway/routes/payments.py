@@ -58,7 +58,8 @@ class PurchaseController(Controller):
         operation_id="PurchaseCredits",
         summary="Start a Stripe Checkout for a credit package (card or PIX)",
         description="The credits are granted when Stripe reports the payment. 409 sales-paused while the "
-        "oversell guard is on; 404 for an unknown or inactive package; 502 when Stripe refuses.",
+        "oversell guard is on; 404 for an unknown or inactive package; 502 when Stripe refuses; 503 when Stripe "
+        "cannot be reached.",
         status_code=201,
         responses=problem_responses(404, 409),
     )
@@ -114,6 +115,8 @@ class PurchaseController(Controller):
             session = await client.v1.checkout.sessions.create_async(
                 params, {"idempotency_key": f"purchase:{purchase}"}
             )
+        except stripe.APIConnectionError:
+            raise  # Stripe unreachable or too slow: a 503 with Retry-After (gateway.problems), not a refusal.
         except stripe.StripeError as error:
             log.warning("stripe refused a checkout: %s", type(error).__name__)
             raise problem(

@@ -18,8 +18,10 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.commands import DebitUsage, GrantCredits, IdempotencyKey
-from ledger.errors import IdempotencyConflictError, InsufficientCreditsError
+from ledger.errors import IdempotencyConflictError, InsufficientCreditsError, StoreUnavailableError
+from ledger.ids import account_id
 from ledger.persistence import postgres_env
+from ledger.recorder import LedgerRecorder
 from tests.conftest import T0
 
 
@@ -192,3 +194,133 @@ def test_a_refused_command_in_a_batch_writes_nothing_not_even_an_account(batchin
     with psycopg.connect(clean_database) as conn:
         assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == before
     assert batching.get_account("nobody") is None
+
+
+# A lost connection: never a 2xx or a refusal for what may not have been written, never a write lost.
+
+
+def _cut_every_other_connection(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return len(
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        )
+
+
+def _debits_in_log(url: str, user: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_events WHERE originator_id = %s AND topic LIKE '%%CreditsDebited'",
+            (account_id(user),),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_batch_after_every_pooled_connection_died_commits(batching: Ledger, clean_database: str) -> None:
+    grant(batching, "restart", 1_000_000)
+    # Given every connection of the ledger's pool cut, as a database restart leaves them,
+    assert _cut_every_other_connection(clean_database) >= 1
+    # when the next commands arrive, then each commits: the dead connections are found and replaced.
+    results = together([debit(batching, "restart", 10, f"after-restart-{n}") for n in range(20)])
+    assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 20
+    assert _debits_in_log(clean_database, "restart") == 20
+
+
+@pytest.fixture
+def commit_killer(clean_database: str) -> Iterator[None]:
+    """The first transaction to commit the marker of key "keyed-1" loses its connection during COMMIT.
+
+    A deferred trigger runs as the transaction commits; ending its own backend there rolls the
+    transaction back while the client, which sent COMMIT, hears only that the connection is gone.
+    """
+    with psycopg.connect(clean_database, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE SEQUENCE doomed_commits;
+            CREATE FUNCTION doom_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF position('keyed-1' in convert_from(NEW.state, 'UTF8')) > 0
+                    AND nextval('doomed_commits') = 1 THEN
+                    PERFORM pg_terminate_backend(pg_backend_pid());
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE CONSTRAINT TRIGGER doom_first_commit AFTER INSERT ON ledger_events
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION doom_first_commit();
+            """
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(clean_database, autocommit=True) as conn:
+            conn.execute(
+                "DROP TRIGGER doom_first_commit ON ledger_events; DROP FUNCTION doom_first_commit();"
+                " DROP SEQUENCE doomed_commits"
+            )
+
+
+def test_a_connection_lost_during_commit_is_settled_by_each_commands_marker(
+    batching: Ledger, clean_database: str, commit_killer: None
+) -> None:
+    del commit_killer
+    grant(batching, "unsure", 1_000_000)
+    # When a batch's connection is lost while it commits,
+    results = together(
+        [
+            debit(batching, "unsure", 10, "keyed-1"),
+            debit(batching, "unsure", 10, "keyed-2"),
+            lambda: batching.debit_usage(DebitUsage(user_id="unsure", tokens=10), idempotency=None, now=T0),
+        ]
+    )
+    # then a command with a key is decided again through its marker and applied exactly once, and one
+    # without a key, which cannot be told from a new request, is answered "unavailable" if it was in that
+    # batch: never a receipt for a debit that is not in the log.
+    keyed, keyless = results[:2], results[2]
+    assert [type(result).__name__ for result in keyed] == ["DebitReceipt", "DebitReceipt"], results
+    assert type(keyless).__name__ in {"DebitReceipt", "StoreUnavailableError"}, results
+    assert _debits_in_log(clean_database, "unsure") == 2 + (type(keyless).__name__ == "DebitReceipt")
+
+
+class AnswerLostRecorder(LedgerRecorder):
+    """Commits, then reports the connection lost before the commit's answer came back: once, for the first
+    save that holds the marker of key "keyed-1". No trigger can do this from inside PostgreSQL (a
+    transaction that ends its own connection is rolled back), so the fault is injected above the store."""
+
+    lost = threading.Event()
+
+    def insert_events(self, stored_events: Any, **kwargs: Any) -> Any:
+        positions = super().insert_events(stored_events, **kwargs)
+        if not self.lost.is_set() and any(b"keyed-1" in event.state for event in stored_events):
+            self.lost.set()
+            raise StoreUnavailableError("the connection was lost after COMMIT was sent", outcome_unknown=True)
+        return positions
+
+
+def test_a_commit_whose_answer_was_lost_answers_keyed_commands_from_their_markers(clean_database: str) -> None:
+    topic = f"{AnswerLostRecorder.__module__}:{AnswerLostRecorder.__qualname__}"
+    ledger = Ledger({**postgres_env(clean_database), "APPLICATION_RECORDER_TOPIC": topic})
+    ledger.seed(now=T0)
+    ledger.enable_group_commit(max_batch=64, max_wait_seconds=0.05)
+    AnswerLostRecorder.lost.clear()
+    try:
+        grant(ledger, "committed", 1_000_000)
+        # When a batch commits but its answer is lost,
+        results = together(
+            [
+                debit(ledger, "committed", 10, "keyed-1"),
+                debit(ledger, "committed", 10, "keyed-2"),
+                lambda: ledger.debit_usage(DebitUsage(user_id="committed", tokens=10), idempotency=None, now=T0),
+            ]
+        )
+    finally:
+        ledger.close()
+    assert AnswerLostRecorder.lost.is_set()
+    # then the keyed commands get their first answers from their markers (nothing is applied twice), and a
+    # command without a key that was in that batch hears "unavailable": never a second debit.
+    keyed, keyless = results[:2], results[2]
+    assert [type(result).__name__ for result in keyed] == ["DebitReceipt", "DebitReceipt"], results
+    assert type(keyless).__name__ in {"DebitReceipt", "StoreUnavailableError"}, results
+    assert _debits_in_log(clean_database, "committed") == 3
