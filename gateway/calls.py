@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -24,7 +24,7 @@ from gateway.live import publish
 from gateway.metrics import COMMANDS, REPLAYS
 from ledger.amounts import MAX_AMOUNT
 from ledger.application import Ledger
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.receipts import Receipt
 
 R = TypeVar("R", bound=Receipt)
@@ -67,20 +67,27 @@ MinPositionHeader = Annotated[
 QUEUED_DIRECTLY = frozenset({"debit_usage", "reserve_credits", "grant_credits", "adjust_credits"})
 
 
+# The longest a request waits for the ledger. A command not answered by then may still commit: its caller
+# hears 503 with Retry-After, and sending it again with the same Idempotency-Key gets its first answer.
+ANSWER_DEADLINE_SECONDS = 1.5
+
+
 class LedgerCalls:
-    def __init__(self, ledger: Ledger, threads: int) -> None:
+    def __init__(self, ledger: Ledger, threads: int, *, deadline_seconds: float = ANSWER_DEADLINE_SECONDS) -> None:
         self.ledger = ledger
         self.limiter = anyio.CapacityLimiter(threads)
+        self.deadline_seconds = deadline_seconds
 
     async def command(self, operation: str, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         try:
             if self.ledger.group_commit and getattr(method, "__name__", "") in QUEUED_DIRECTLY:
-                # Straight onto the writer's queue, awaited here: no worker thread waits on it.
-                receipt = await asyncio.wrap_future(self.ledger.submit(method, *args, **kwargs))
-            else:
-                receipt = await anyio.to_thread.run_sync(
-                    functools.partial(method, *args, **kwargs), limiter=self.limiter
+                # Straight onto the writer's queue, awaited here: no worker thread waits on it. A command
+                # whose caller stopped waiting is cancelled, and the writer drops it unless it has begun.
+                receipt = await self._within_deadline(
+                    asyncio.wrap_future(self.ledger.submit(method, *args, **kwargs)), operation
                 )
+            else:
+                receipt = await self._in_thread(functools.partial(method, *args, **kwargs), operation)
         except LedgerError as error:
             COMMANDS.labels(operation, type(error).__name__).inc()
             raise
@@ -90,7 +97,24 @@ class LedgerCalls:
         return receipt
 
     async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs), limiter=self.limiter)
+        return await self._in_thread(functools.partial(method, *args, **kwargs), getattr(method, "__name__", "read"))
+
+    async def _within_deadline(self, awaitable: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(awaitable, self.deadline_seconds)
+        except TimeoutError:
+            COMMANDS.labels(what, "unanswered").inc()
+            raise StoreUnavailableError(
+                f"the ledger did not answer within {self.deadline_seconds} s", outcome_unknown=True
+            ) from None
+
+    async def _in_thread(self, call: Callable[[], T], what: str) -> T:
+        # A thread cannot be stopped: past the deadline it is left to finish on its own, and its caller
+        # is answered now.
+        with anyio.move_on_after(self.deadline_seconds):
+            return await anyio.to_thread.run_sync(call, limiter=self.limiter, abandon_on_cancel=True)
+        COMMANDS.labels(what, "unanswered").inc()
+        raise StoreUnavailableError(f"the ledger did not answer within {self.deadline_seconds} s", outcome_unknown=True)
 
 
 async def run_command(
