@@ -120,8 +120,13 @@ class Ledger(Application):  # type: ignore[type-arg]
 
     # Account use cases.
 
-    def initialize_account(self, command: InitializeAccount, *, now: datetime) -> InitializeReceipt:
-        """Set an account up, granting the welcome credits exactly once; repeat calls change nothing."""
+    def initialize_account(
+        self, command: InitializeAccount, *, idempotency: IdempotencyKey | None = None, now: datetime
+    ) -> InitializeReceipt:
+        """Set an account up, granting the welcome credits exactly once; repeat calls change nothing.
+
+        The same idempotency key gets the first answer again (``created`` included), as every write does.
+        """
 
         def decide(
             account: CreditAccount, settings: BillingSettings, _: UUID | None
@@ -136,7 +141,7 @@ class Ledger(Application):  # type: ignore[type-arg]
                 balance_after_millicredits=account.balance_millicredits,
             )
 
-        return self._run(command, "initialize", None, now, decide)
+        return self._run(command, "initialize", idempotency, now, decide)
 
     def grant_credits(
         self, command: GrantCredits, *, idempotency: IdempotencyKey | None, now: datetime

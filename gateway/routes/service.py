@@ -10,8 +10,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter
 
 from gateway.auth import Principal, requires
-from gateway.calls import IdempotencyKeyHeader, reply, run_command
-from gateway.live import publish
+from gateway.calls import IdempotencyKeyHeader, OptionalIdempotencyKeyHeader, reply, run_command
 from gateway.openapi import body_example, problem_responses
 from gateway.schemas import (
     DebitRequest,
@@ -202,7 +201,8 @@ class AccountsController(Controller):
         "/{user_id:str}/initialize",
         operation_id="InitializeAccount",
         summary="Set an account up, granting the welcome credits once",
-        description="201 the first time (with the configured welcome credits, 0 by default), 200 after that.",
+        description="201 the first time (with the configured welcome credits, 0 by default), 200 after that. "
+        "The same Idempotency-Key gets the first answer again, with Idempotent-Replayed: true.",
         status_code=201,
         responses={
             200: ResponseSpec(InitializeResponse, description="The account was set up before; nothing changed"),
@@ -210,14 +210,18 @@ class AccountsController(Controller):
         },
     )
     async def initialize(
-        self, request: Request[Principal, Any, State], user_id: PathUserId
+        self,
+        request: Request[Principal, Any, State],
+        user_id: PathUserId,
+        idempotency_key: OptionalIdempotencyKeyHeader = None,
     ) -> Response[InitializeResponse]:
-        state = request.app.state
-        receipt = await state.calls.command(
-            "initialize", state.ledger.initialize_account, InitializeAccount(user_id=user_id), now=state.clock()
+        receipt = await run_command(
+            request,
+            "initialize",
+            request.app.state.ledger.initialize_account,
+            InitializeAccount(user_id=user_id),
+            idempotency_key,
         )
-        if receipt.created:
-            publish(state.channels, receipt.user_id, receipt.position)
         body = InitializeResponse(
             user_id=receipt.user_id,
             created=receipt.created,

@@ -312,6 +312,21 @@ def test_initialize_grants_the_welcome_credits_once(admin: Api, service: Api) ->
     assert (second.status_code, second.json()["balance_after_millicredits"]) == (200, 5_000)
 
 
+def test_initialize_with_a_key_answers_its_first_201_again(gateway: Gateway, admin: Api, service: Api) -> None:
+    admin.put("/api/admin/billing-config", json={"welcome_credits": 5}, headers={"Idempotency-Key": "cfg"})
+    key = {"Idempotency-Key": "init-u8"}
+    first = service.post("/api/users/u8/initialize", headers=key)
+    events = gateway.events()
+    again = service.post("/api/users/u8/initialize", headers=key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert gateway.events() == events
+    # An empty key is refused, like every malformed key, and writes nothing.
+    problem(service.post("/api/users/u9/initialize", headers={"Idempotency-Key": ""}), 422, "validation")
+    assert gateway.events() == events
+
+
 def test_an_admin_removal_beyond_the_available_balance_is_a_conflict(admin: Api) -> None:
     fund(admin, "u1", 1_000)
     refused = admin.post(
