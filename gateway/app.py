@@ -17,7 +17,7 @@ from gateway.body import decode_strictly
 from gateway.calls import LedgerCalls
 from gateway.framing import end_json_with_newline
 from gateway.live import channels_plugin
-from gateway.logs import RequestIdMiddleware
+from gateway.logs import RequestIdMiddleware, send_request_id
 from gateway.metrics import MetricsController, prometheus_config
 from gateway.openapi import openapi_config, swagger_ui_files
 from gateway.problems import EXCEPTION_HANDLERS, problem_details_plugin
@@ -130,7 +130,7 @@ def create_app(
         middleware=[prometheus_config().middleware, RateLimitMiddleware()],
         on_app_init=[auth.on_app_init, _request_id_outermost],
         before_request=decode_strictly,
-        before_send=[end_json_with_newline],
+        before_send=[send_request_id, end_json_with_newline],
         openapi_config=openapi_config(_version()),
         template_config=template_config(),
         request_max_body_size=MAX_BODY_BYTES,

@@ -1,7 +1,7 @@
 """Structured JSON logs, one object a line, each with the request id of the request it belongs to.
 
 Nothing here logs a header or a body: tokens, secrets and JWTs never reach the log. A request id comes
-from a valid ``X-Request-Id`` header or is made up, and is returned in the response's ``X-Request-Id``.
+from a valid ``X-Request-Id`` header or is made up, and is returned in every response's ``X-Request-Id``.
 """
 
 from __future__ import annotations
@@ -60,27 +60,49 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
 
 
+# Where, in the request's scope state, the middleware leaves the id for the hook that sends it back.
+_REQUEST_ID_KEY = "gateway.logs.request_id"
+
+
+def _request_id_of(scope: Scope) -> str:
+    """The caller's own id when it is a valid one, or a new one."""
+    given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    return given if _VALID_ID.match(given) else new_request_id()
+
+
+async def send_request_id(message: Message, scope: Scope) -> None:
+    """The app's ``before_send`` hook: every answer carries ``X-Request-Id``.
+
+    Answers that no route's middleware sees (an unknown route's 404, a refusal raised by a middleware
+    and answered by the app's outer handler) pass here too; they get an id of their own.
+    """
+    if message["type"] == "http.response.start":
+        request_id = scope["state"].get(_REQUEST_ID_KEY) or scope["state"].setdefault(
+            _REQUEST_ID_KEY, _request_id_of(scope)
+        )
+        MutableScopeHeaders.from_message(message)["X-Request-Id"] = request_id
+
+
 class RequestIdMiddleware(ASGIMiddleware):
-    """Outermost: gives every request an id, and writes one access line when it ends."""
+    """Outermost: gives every request an id for its log lines, and writes one access line when it ends."""
 
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _VALID_ID.match(given) else new_request_id()
+        request_id = _request_id_of(scope)
+        scope["state"][_REQUEST_ID_KEY] = request_id
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def send_noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableScopeHeaders.from_message(message)["X-Request-Id"] = request_id
             await send(message)
 
         try:
-            await next_app(scope, receive, send_with_id)
+            await next_app(scope, receive, send_noting_status)
         except Exception as error:
             # Raised past us (an auth refusal, say): the app's outer handler answers it with this status.
             status = getattr(error, "status_code", 500)

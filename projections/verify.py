@@ -1,7 +1,12 @@
-"""Recompute every account from its events and compare with the balances view."""
+"""Recompute every account from its events and compare with the balances view; say how far each view lags.
+
+The comparison is made at the accounts view's own position, so a view that is merely behind is not
+"different"; ``lags`` says how many events each view has yet to apply, so a stopped projection is seen too.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -97,3 +102,24 @@ def _fmt(values: tuple[Any, ...] | None) -> str:
     if values is None:
         return "nothing"
     return ", ".join(f"{name}={value}" for name, value in zip(FIELDS, values, strict=True))
+
+
+@dataclass(frozen=True)
+class Lag:
+    """How far one view is behind the head of the log."""
+
+    projection: str
+    position: int
+    behind_events: int
+
+
+def lags(database_url: str, projections: list[str]) -> list[Lag]:
+    """Each named projection's position and the events it has not applied yet (all of them, if it never ran)."""
+    with psycopg.connect(database_url) as conn:
+        head_row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM ledger_events").fetchone()
+        positions: dict[str, int] = dict(conn.execute("SELECT name, position FROM projection_positions").fetchall())
+    head = int(head_row[0]) if head_row else 0
+    return [
+        Lag(projection=name, position=positions.get(name, 0), behind_events=max(head - positions.get(name, 0), 0))
+        for name in projections
+    ]
