@@ -1,56 +1,99 @@
-"""The ``ledger`` command line: serve, migrate, seed, project, verify, rebuild, token."""
+"""The ``ledger`` command line: serve, migrate, seed, project, verify, rebuild, token.
+
+An error a person can fix (a setting, a database that does not answer, a port in use) is one or two
+lines on stderr and a non-zero exit: 2 for a configuration or usage error, 1 for anything else.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jwt
 
 from gateway.logs import configure_logging
+from gateway.serving import ROLES, ServeOptions, say_unreachable, serve
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.wiring import Database, build_ledger, prepare_database, utc_now
+from gateway.wiring import DatabaseUnreachable, build_ledger, open_database, utc_now
 
-ROLES = ("user", "admin", "service")
 MAX_TOKEN_TTL_SECONDS = 366 * 86_400
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced credit ledger for AI products.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _int_from(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            message = f"must be from {low} to {high}"
+            raise argparse.ArgumentTypeError(message)
+        return value
 
-    serve = commands.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL when none is configured)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, choices=range(1, 65), metavar="1-64")
+    parse.__name__ = "integer"  # argparse names the type in its message for a value that is not one.
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    from projections.worker import all_projections  # noqa: PLC0415 - the names, read when the parser is built.
+
+    parser = argparse.ArgumentParser(prog="ledger", description="An event-sourced credit ledger for AI products.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, summary: str, under: Any = commands) -> argparse.ArgumentParser:
+        return under.add_parser(name, help=summary, description=summary)  # type: ignore[no-any-return]
+
+    serve = command("serve", "serve the HTTP API (an embedded PostgreSQL when LEDGER_DATABASE_URL is not set)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=_int_from(1, 65_535), default=8000, help="the TCP port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_int_from(1, 64),
+        default=1,
+        metavar="1-64",
+        help="worker processes on the one port (default: %(default)s)",
+    )
     serve.add_argument(
         "--no-projections",
         action="store_true",
         help="do not run the projections and the hold sweeper in this process (when `ledger project` runs them)",
     )
 
-    commands.add_parser("migrate", help="apply the SQL migrations")
-    commands.add_parser("seed", help="create the default billing configuration and packages")
-    commands.add_parser("project", help="run the projection worker (a second one stands by)")
-    commands.add_parser("verify", help="recompute every balance from the events and compare with the view")
-    rebuild = commands.add_parser("rebuild", help="rebuild projections from the first event, then switch")
-    rebuild.add_argument("name", nargs="?", help="one projection (default: all)")
+    command("migrate", "apply the SQL migrations")
+    command("seed", "create the default billing configuration and packages")
+    command("project", "run the projection worker (a second one stands by)")
+    command("verify", "recompute every balance from the events and compare with the view")
+    rebuild = command("rebuild", "rebuild projections from the first event, then switch")
+    names = [projection.name for projection in all_projections()]
+    rebuild.add_argument("name", nargs="?", choices=names, help="one projection (default: all of them)")
 
-    stripe_commands = commands.add_parser("stripe", help="Stripe tasks").add_subparsers(dest="task", required=True)
-    sync = stripe_commands.add_parser("sync-products", help="one Stripe product and price per package")
+    stripe_commands = command("stripe", "Stripe tasks").add_subparsers(dest="task", required=True, metavar="task")
+    sync = command("sync-products", "one Stripe product and price per package", stripe_commands)
     sync.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
 
-    token = commands.add_parser("token", help="mint a JWT for development and tests")
-    token.add_argument("--role", choices=ROLES, required=True)
+    token = command("token", "mint a JWT for development and tests (signed with LEDGER_JWT_SECRET)")
+    token.add_argument(
+        "--role",
+        choices=ROLES,
+        required=True,
+        help="user: their own credits; admin: /api/admin; service: /api/usage, /api/users",
+    )
     token.add_argument("--sub", required=True, help="the user or service id (1 to 128 characters)")
-    token.add_argument("--ttl-seconds", type=int, default=3600)
+    token.add_argument(
+        "--ttl-seconds",
+        type=_int_from(1, MAX_TOKEN_TTL_SECONDS),
+        default=3600,
+        help=f"how long the token is valid, at most {MAX_TOKEN_TTL_SECONDS} (default: %(default)s)",
+    )
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -61,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(settings, args.role, args.sub, args.ttl_seconds)
     if args.command == "serve":
-        return _serve(settings, args.host, args.port, args.workers, projections=not args.no_projections)
-    database = Database(settings)
+        options = ServeOptions(
+            host=args.host, port=args.port, workers=args.workers, projections=not args.no_projections
+        )
+        return serve(settings, options)
+    database = open_database(settings)
+    if isinstance(database, DatabaseUnreachable):
+        say_unreachable(database)
+        return 1
     try:
         return DATABASE_COMMANDS[args.command](settings, database.url, args)
     finally:
@@ -87,13 +136,26 @@ def _seed(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
 
 
 def _verify(_: Settings, database_url: str, __: argparse.Namespace) -> int:
-    from projections.verify import verify  # noqa: PLC0415
+    """Exit 0: the views agree with the log and have applied all of it; 1: they differ; 2: they are behind."""
+    from projections.verify import lags, verify  # noqa: PLC0415
+    from projections.worker import all_projections  # noqa: PLC0415
 
     differences = verify(database_url)
     for line in differences:
         print(line)
     print(f"{len(differences)} difference(s)")
-    return 1 if differences else 0
+    behind = [lag for lag in lags(database_url, [p.name for p in all_projections()]) if lag.behind_events]
+    for lag in behind:
+        print(f"{lag.projection}: {lag.behind_events:,} event(s) behind the log (at position {lag.position:,})")
+    if differences:
+        return 1
+    if behind:
+        print(
+            "the views are behind: is `ledger project` (or `ledger serve` with its projections) running?",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
@@ -125,11 +187,8 @@ def _rebuild(_: Settings, database_url: str, args: argparse.Namespace) -> int:
     from projections.rebuild import rebuild  # noqa: PLC0415
     from projections.worker import all_projections  # noqa: PLC0415
 
-    name: str | None = args.name
+    name: str | None = args.name  # One of the names the parser offers, or None for all.
     projections = {projection.name: projection for projection in all_projections()}
-    if name is not None and name not in projections:
-        print(f"ledger: no projection named {name!r}; there are {', '.join(projections)}", file=sys.stderr)
-        return 2
     for projection in [projections[name]] if name else projections.values():
         result = rebuild(database_url, projection, progress=_progress_bar(projection.name))
         print(
@@ -138,36 +197,6 @@ def _rebuild(_: Settings, database_url: str, args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
-
-
-def _serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
-    """Several uvicorn worker processes on one listening socket, made here with TCP_NODELAY's protocol.
-
-    uvicorn's own socket for several workers leaves Nagle's algorithm on for every connection, so each
-    keep-alive response waited for the client's delayed ACK, about 40 ms (measured: 1.6 ms a request with
-    one worker, 48 ms with two). asyncio sets TCP_NODELAY itself on sockets of the TCP protocol.
-    """
-    import socket  # noqa: PLC0415
-
-    import uvicorn  # noqa: PLC0415
-    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
-
-    config = uvicorn.Config(
-        "gateway.asgi:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-    )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(config.backlog)
-    listener.set_inheritable(True)
-    Multiprocess(config, sockets=[listener]).run()
 
 
 def _progress_bar(name: str) -> Callable[[int, int], None]:
@@ -226,61 +255,7 @@ def _token(settings: Settings, role: str, sub: str, ttl_seconds: int) -> int:
     if not 1 <= len(sub) <= 128:  # noqa: PLR2004
         print("ledger: --sub must be 1 to 128 characters", file=sys.stderr)
         return 2
-    if not 1 <= ttl_seconds <= MAX_TOKEN_TTL_SECONDS:
-        print(f"ledger: --ttl-seconds must be from 1 to {MAX_TOKEN_TTL_SECONDS}", file=sys.stderr)
-        return 2
     print(mint_token(settings.jwt_secret, role=role, sub=sub, ttl_seconds=ttl_seconds))
-    return 0
-
-
-def _serve(settings: Settings, host: str, port: int, workers: int, *, projections: bool) -> int:
-    import uvicorn  # noqa: PLC0415
-
-    from gateway.app import create_app  # noqa: PLC0415
-
-    database = Database(settings)
-    try:
-        applied = prepare_database(settings, database.url)
-        if database.embedded is not None:
-            print(f"ledger: embedded PostgreSQL, data in {database.embedded.pgdata}", flush=True)
-            print(f"ledger: development JWT secret in {settings.data_dir / 'dev-jwt-secret'}", flush=True)
-        if applied:
-            print(f"ledger: applied migrations {', '.join(applied)}", flush=True)
-        worker = None
-        if projections:
-            # One command runs everything: the projections and the hold sweeper follow the log in this
-            # process. Where `ledger project` (or another server) already runs them, these stand by.
-            from projections.worker import ProjectionWorker  # noqa: PLC0415
-
-            sweeper_ledger = build_ledger(settings, database.url, group_commit=False)
-            worker = ProjectionWorker(
-                database.url,
-                sweeper_ledger,
-                batch_size=settings.projection_batch_size,
-                interval_seconds=settings.projection_interval_ms / 1000,
-            )
-            worker.start()
-        print(f"ledger: serving on http://{host}:{port} with {workers} worker(s) (Ctrl-C stops)", flush=True)
-        if workers == 1:
-            ledger = build_ledger(settings, database.url)
-            app = create_app(settings, ledger, database.url)
-            uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
-            ledger.close()
-        else:
-            # Each worker process builds its own app from the environment; an embedded database's URL and
-            # development secret are passed on to them.
-            os.environ["LEDGER_DATABASE_URL"] = database.url
-            os.environ["LEDGER_JWT_SECRET"] = settings.jwt_secret
-            _serve_workers(host, port, workers, settings.log_level.lower())
-        if worker is not None:
-            worker.stop()
-            sweeper_ledger.close()
-    finally:
-        # A terminal's Ctrl-C can reach this process twice (directly and through `uv run`): the second
-        # must not interrupt stopping the database halfway.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        database.stop()
-    print("ledger: stopped", flush=True)
     return 0
 
 

@@ -7,15 +7,20 @@ logged and counted, and the subscription reconnects by itself. The wrapper also 
 arrive while a publish is in flight go to Redis together in the next pipeline, in order, so a busy
 worker makes one Redis round trip for many changes instead of one each. A stream also re-reads the balance every
 ``REFRESH_SECONDS``, which covers changes made outside any gateway (a hold's expiry by the sweeper).
+When the process is asked to stop, every open stream ends, so the server has no response to wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import signal
+import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from types import FrameType, TracebackType
 from typing import Any
 
 import msgspec
@@ -32,6 +37,7 @@ RECONNECT_SECONDS = 1.0
 MAX_WAITING_MESSAGES = 10_000
 MAX_MESSAGES_PER_PIPELINE = 1_000
 SHUTDOWN_FLUSH_SECONDS = 1.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class BalanceChanged(msgspec.Struct, frozen=True):
@@ -130,14 +136,65 @@ class ResilientBackend(ChannelsBackend):
         return []
 
 
-def channels_plugin(redis: Any | None, on_error: Callable[[BaseException], None]) -> ChannelsPlugin:
+class LiveChannelsPlugin(ChannelsPlugin):
+    """Litestar's channels plugin that also hears when the process is asked to stop.
+
+    uvicorn answers SIGINT and SIGTERM by waiting for every open response to end before it shuts the app
+    down, and a balance stream never ends by itself. So while the app runs, the stop signals first set
+    ``stopping``, which ends every stream cleanly, and then reach the handler that was there before
+    (uvicorn's), which stops the server with nothing left to wait for.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopping = asyncio.Event()
+        self._chained: dict[int, tuple[Callable[[int, FrameType | None], None], Callable[..., Any]]] = {}
+
+    async def __aenter__(self) -> ChannelsPlugin:
+        self.stopping = asyncio.Event()
+        self._chain_stop_signals(asyncio.get_running_loop())
+        return await super().__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        self._unchain_stop_signals()
+        await super().__aexit__(exc_type, exc_val, exc_tb)
+
+    def _chain_stop_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Only the main thread may set handlers; an app served from another thread (as in tests) is stopped
+        # by whoever runs it, and its streams end when their clients go.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            if callable(previous):  # A default action or an ignored signal is left as it is.
+                heard = functools.partial(self._heard_stop, loop, previous)
+                self._chained[signum] = (heard, previous)
+                signal.signal(signum, heard)
+
+    def _heard_stop(
+        self, loop: asyncio.AbstractEventLoop, previous: Callable[..., Any], signum: int, frame: FrameType | None
+    ) -> None:
+        # A signal handler may run in the middle of the loop's own work: the event is set by the loop.
+        loop.call_soon_threadsafe(self.stopping.set)
+        previous(signum, frame)
+
+    def _unchain_stop_signals(self) -> None:
+        for signum, (heard, previous) in self._chained.items():
+            if signal.getsignal(signum) is heard:
+                signal.signal(signum, previous)
+        self._chained.clear()
+
+
+def channels_plugin(redis: Any | None, on_error: Callable[[BaseException], None]) -> LiveChannelsPlugin:
     if redis is None:
         backend: ChannelsBackend = MemoryChannelsBackend()
     else:
         from litestar.channels.backends.redis import RedisChannelsPubSubBackend  # noqa: PLC0415
 
         backend = ResilientBackend(RedisChannelsPubSubBackend(redis=redis), on_error, redis)
-    return ChannelsPlugin(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=100)
+    return LiveChannelsPlugin(backend=backend, arbitrary_channels_allowed=True, subscriber_max_backlog=100)
 
 
 def publish(plugin: ChannelsPlugin, user_id: str, position: int) -> None:
@@ -147,25 +204,42 @@ def publish(plugin: ChannelsPlugin, user_id: str, position: int) -> None:
         log.exception("could not publish a balance change")
 
 
+async def _next_event(events: AsyncIterator[bytes]) -> bytes | None:
+    return await anext(events, None)
+
+
 async def balance_events(
-    plugin: ChannelsPlugin,
+    plugin: LiveChannelsPlugin,
     user_id: str,
     read: Callable[[int], Any],
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Send the balance on connect, after every published change, and when a periodic re-read differs."""
+    """Send the balance on connect, after every published change, and when a periodic re-read differs.
+
+    The stream ends when the subscription ends or the server is stopping; the client sees a complete
+    response, and the server need not wait for it.
+    """
     last = await read(0)
     yield ServerSentEventMessage(data=last, event="balance")
     subscriber = await plugin.subscribe(channel(user_id))
+    events = subscriber.iter_events()
+    # One read of the subscription stays pending across refreshes: cancelling it at a refresh would close
+    # the subscriber's generator, and with it the stream.
+    next_event = asyncio.create_task(_next_event(events))
+    stopping = asyncio.create_task(plugin.stopping.wait())
     try:
-        events = subscriber.iter_events()
         while True:
-            try:
-                payload = await asyncio.wait_for(anext(events), timeout=REFRESH_SECONDS)
+            done, _ = await asyncio.wait(
+                (next_event, stopping), timeout=REFRESH_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stopping in done:
+                return
+            position = 0
+            if next_event in done:
+                payload = next_event.result()
+                if payload is None:
+                    return  # The subscription ended: the app is stopping.
                 position = msgspec.json.decode(payload, type=BalanceChanged).position
-            except TimeoutError:
-                position = 0
-            except StopAsyncIteration:
-                return  # The subscription ended: the app is stopping.
+                next_event = asyncio.create_task(_next_event(events))
             current = await read(position)
             if current != last:
                 last = current
@@ -173,4 +247,6 @@ async def balance_events(
             elif position == 0:
                 yield ServerSentEventMessage(comment="keep-alive")
     finally:
+        next_event.cancel()
+        stopping.cancel()
         await plugin.unsubscribe(subscriber)

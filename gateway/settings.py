@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
@@ -73,6 +75,13 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return value
 
 
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("LEDGER_LOG_LEVEL") or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise SettingsError(f"LEDGER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return raw.upper()
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     database_url = _url(env, "LEDGER_DATABASE_URL", ("postgresql", "postgres"))
@@ -105,7 +114,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit_user_per_minute=_int(env, "LEDGER_RATE_LIMIT_USER_PER_MINUTE", 600, 1, 10**9),
         rate_limit_service_per_minute=_int(env, "LEDGER_RATE_LIMIT_SERVICE_PER_MINUTE", 1_000_000, 1, 10**9),
         rate_limit_admin_per_minute=_int(env, "LEDGER_RATE_LIMIT_ADMIN_PER_MINUTE", 6_000, 1, 10**9),
-        log_level=(env.get("LEDGER_LOG_LEVEL") or "INFO").upper(),
+        log_level=_log_level(env),
         stripe_secret_key=env.get("STRIPE_SECRET_KEY") or None,
         stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
         stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),

@@ -53,12 +53,19 @@ def test_a_configured_database_without_a_jwt_secret_fails_fast() -> None:
         ("LEDGER_DB_POOL_SIZE", "many"),
         ("LEDGER_DB_POOL_SIZE", "0"),
         ("LEDGER_JWT_SECRET", "short"),
+        ("LEDGER_LOG_LEVEL", "LOUD"),
     ],
 )
 def test_malformed_settings_are_named(name: str, value: str) -> None:
     env = {"LEDGER_DATABASE_URL": "postgresql://x@127.0.0.1/db", "LEDGER_JWT_SECRET": SECRET, name: value}
     with pytest.raises(SettingsError, match=name):
         load_settings(env)
+
+
+def test_the_log_level_is_read_in_any_case() -> None:
+    env = {"LEDGER_DATABASE_URL": "postgresql://x@127.0.0.1/db", "LEDGER_JWT_SECRET": SECRET}
+    assert load_settings({**env, "LEDGER_LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert load_settings(env).log_level == "INFO"
 
 
 def test_token_mints_a_verifiable_jwt(tmp_path: Path) -> None:
@@ -142,15 +149,15 @@ def test_serve_with_no_database_runs_embedded_and_keeps_data_across_restarts(tmp
 
 
 def test_verify_exits_zero_when_the_view_agrees_and_one_when_it_does_not(clean_database: str, tmp_path: Path) -> None:
-    from projections.accounts import AccountsProjection  # noqa: PLC0415
-    from projections.runner import ProjectionRunner  # noqa: PLC0415
+    from projections.worker import all_runners  # noqa: PLC0415
 
     ledger = Ledger(postgres_env(clean_database))
     ledger.grant_credits(
         GrantCredits(user_id="v1", amount_millicredits=900, source="admin"), idempotency=None, now=datetime.now(UTC)
     )
     ledger.close()
-    ProjectionRunner(clean_database, AccountsProjection()).catch_up()
+    for runner in all_runners(clean_database):
+        runner.catch_up()
     env = base_env(LEDGER_DATABASE_URL=clean_database, LEDGER_JWT_SECRET=SECRET)
     agreed = ledger_command("verify", env=env, cwd=tmp_path)
     assert (agreed.returncode, agreed.stdout.strip()) == (0, "0 difference(s)")
@@ -161,3 +168,28 @@ def test_verify_exits_zero_when_the_view_agrees_and_one_when_it_does_not(clean_d
     differed = ledger_command("verify", env=env, cwd=tmp_path)
     assert differed.returncode == 1
     assert "v1: events say balance_millicredits=900" in differed.stdout
+
+
+def test_verify_exits_two_with_the_count_when_the_views_are_behind(clean_database: str, tmp_path: Path) -> None:
+    from projections.worker import all_runners  # noqa: PLC0415
+
+    ledger = Ledger(postgres_env(clean_database))
+    ledger.grant_credits(
+        GrantCredits(user_id="v2", amount_millicredits=900, source="admin"), idempotency=None, now=datetime.now(UTC)
+    )
+    for runner in all_runners(clean_database):
+        runner.catch_up()
+    # Given two more events that no projection has applied (no worker runs),
+    ledger.grant_credits(
+        GrantCredits(user_id="v2", amount_millicredits=100, source="admin"), idempotency=None, now=datetime.now(UTC)
+    )
+    ledger.close()
+    # when verify runs, then what the views hold agrees with the log up to their position, and it says by
+    # how much each view is behind, and exits 2.
+    behind = ledger_command(
+        "verify", env=base_env(LEDGER_DATABASE_URL=clean_database, LEDGER_JWT_SECRET=SECRET), cwd=tmp_path
+    )
+    assert behind.returncode == 2, behind.stdout + behind.stderr
+    assert "0 difference(s)" in behind.stdout
+    assert "accounts: 1 event(s) behind the log" in behind.stdout
+    assert "is `ledger project`" in behind.stderr
