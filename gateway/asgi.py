@@ -7,6 +7,11 @@ balances, idempotency and rate limits right across them.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 from litestar import Litestar
 
 from gateway.app import create_app
@@ -14,8 +19,27 @@ from gateway.logs import configure_logging
 from gateway.settings import SettingsError, load_settings
 from gateway.wiring import build_ledger
 
+# How often a worker looks whether the process that started it is still there.
+PARENT_POLL_SECONDS = 0.5
+
+
+def stop_when_orphaned(parent_pid: int) -> None:
+    """End this worker when its master is gone (killed with SIGKILL, say), instead of serving on alone.
+
+    An orphaned worker keeps the listening socket open, so the next ``ledger serve`` could not bind its
+    port. SIGTERM lets uvicorn stop the way Ctrl-C does (open requests get their graceful moment).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
 
 def app_from_environment() -> Litestar:
+    stop_when_orphaned(os.getppid())
     settings = load_settings()
     if settings.database_url is None:
         raise SettingsError("worker processes need LEDGER_DATABASE_URL (ledger serve sets it for them)")
