@@ -208,11 +208,12 @@ RETRY_AFTER_SECONDS = 1
 
 def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     dependency = next((name for kind, name in DEPENDENCY_FAULTS.items() if isinstance(error, kind)), "a dependency")
-    log.warning("%s unavailable: %s", dependency, type(error).__name__)
+    log.warning("%s did not answer: %s", dependency, type(error).__name__)
+    retry = "retry with the same Idempotency-Key" if request.method == "POST" else "retry"
     return problem(
         "unavailable",
         503,
-        f"{dependency} did not answer; retry with the same Idempotency-Key",
+        f"{dependency} did not answer; {retry} after {RETRY_AFTER_SECONDS} s",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     ).to_response(request)
 

@@ -27,8 +27,11 @@ CONNECTION_FAULTS: tuple[type[BaseException], ...] = (
 )
 
 
-def is_connection_fault(error: BaseException) -> bool:
-    return isinstance(error, CONNECTION_FAULTS)
+def describe_fault(fault: BaseException) -> str:
+    """What an operator reads in the log: a schema not migrated yet is not a lost connection."""
+    if isinstance(fault, psycopg.errors.UndefinedTable):
+        return f"waits for the schema ({fault}; run `ledger migrate`)"
+    return f"lost its connection ({type(fault).__name__}: {fault})"
 
 
 @dataclass

@@ -29,7 +29,7 @@ import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
 from ledger.mapper import MsgspecMapper
-from projections.recovery import CONNECTION_FAULTS, Backoff
+from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class ProjectionRunner:
                 self._hold_and_follow(stop, backoff)
             except CONNECTION_FAULTS as fault:
                 self.reconnects += 1
-                log.warning("projection %s lost its connection (%s); connecting again", self.projection.name, fault)
+                log.warning("projection %s %s; trying again", self.projection.name, describe_fault(fault))
                 stop.wait(backoff.next_seconds())
             except BaseException as error:
                 self.error = error

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from ledger.application import Ledger
-from projections.recovery import CONNECTION_FAULTS, Backoff
+from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
 from projections.runner import CONNECT_TIMEOUT_SECONDS, STANDBY_POLL_SECONDS, lock_key
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class HoldSweeper:
                 self._hold_and_sweep(stop, backoff)
             except CONNECTION_FAULTS as fault:
                 self.reconnects += 1
-                log.warning("hold sweeper lost its connection (%s); connecting again", fault)
+                log.warning("hold sweeper %s; trying again", describe_fault(fault))
                 stop.wait(backoff.next_seconds())
             except BaseException as error:
                 self.error = error
