@@ -36,6 +36,7 @@ from ledger.application import Ledger
 
 MAX_BODY_BYTES = 64 * 1024
 REDIS_TIMEOUT_SECONDS = 0.5
+READ_TIMEOUT_SECONDS = 5.0
 # Paths that need no token: probes, metrics, the API document and its viewer's files, the public catalogue,
 # Stripe's webhook, and the two pages a buyer's browser returns to from Stripe Checkout (only those two:
 # the rest of /credits is for signed-in users).
@@ -97,7 +98,15 @@ def create_app(
 
     @asynccontextmanager
     async def resources(app: Litestar) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=settings.db_pool_size)
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=1,
+            max_size=settings.db_pool_size,
+            # A database that accepts no connection, or stops answering, is a 503 within seconds, not a
+            # request that hangs: asyncpg's own defaults are a minute to connect and no bound on a query.
+            timeout=settings.db_connect_timeout_seconds,
+            command_timeout=READ_TIMEOUT_SECONDS,
+        )
         app.state.pool = pool
         try:
             yield
