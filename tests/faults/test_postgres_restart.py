@@ -15,28 +15,27 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import (
-    FUNDING_MILLICREDITS,
+from tests.faults.checks import (
     Expectations,
-    LedgerProcess,
-    PrivatePostgres,
-    PrivateRedis,
-    ReadLoad,
-    WriteLoad,
     between,
     by_status,
     debit_log,
-    deployment,
-    fund,
     logged_problems,
     print_report,
-    redis_server_binary,
-    run_ledger,
-    service_env,
-    short_temp_dir,
     slowest,
     view_balances,
     views_caught_up,
+)
+from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary, short_temp_dir
+from tests.faults.service import (
+    FUNDING_MILLICREDITS,
+    LedgerProcess,
+    ReadLoad,
+    WriteLoad,
+    deployment,
+    fund,
+    run_ledger,
+    service_env,
 )
 
 LOAD_USERS = [f"u{k}" for k in range(8)]

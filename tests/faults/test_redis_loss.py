@@ -18,25 +18,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults.harness import (
-    FUNDING_MILLICREDITS,
-    BalanceStream,
+from tests.faults.checks import (
     Expectations,
-    PrivatePostgres,
-    PrivateRedis,
-    WriteLoad,
-    bearer,
     between,
     by_status,
-    deployment,
-    fund,
     logged_problems,
     print_report,
-    redis_server_binary,
-    short_temp_dir,
     slowest,
     views_caught_up,
 )
+from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary, short_temp_dir
+from tests.faults.service import FUNDING_MILLICREDITS, BalanceStream, WriteLoad, bearer, deployment, fund
 
 LOAD_USERS = [f"u{k}" for k in range(8)]
 LISTENER = "listener"

@@ -17,17 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.harness import (
-    Expectations,
-    LedgerProcess,
-    PrivatePostgres,
-    accepts_connections,
-    free_port,
-    print_report,
-    service_env,
-    short_temp_dir,
-    wait_until,
-)
+from tests.faults.checks import Expectations, print_report
+from tests.faults.servers import PrivatePostgres, accepts_connections, free_port, short_temp_dir, wait_until
+from tests.faults.service import LedgerProcess, service_env
 
 WORKERS_GONE_WITHIN_SECONDS = 5.0
 READY_WITHIN_SECONDS = 60.0
