@@ -21,6 +21,8 @@ from gateway.wiring import build_ledger
 
 # How often a worker looks whether the process that started it is still there.
 PARENT_POLL_SECONDS = 0.5
+# uvicorn's graceful wait (gateway.serving) and a moment to close the pools.
+ORPHAN_EXIT_DEADLINE_SECONDS = 3.0
 
 
 def stop_when_orphaned(parent_pid: int) -> None:
@@ -34,6 +36,10 @@ def stop_when_orphaned(parent_pid: int) -> None:
         while os.getppid() == parent_pid:
             time.sleep(PARENT_POLL_SECONDS)
         os.kill(os.getpid(), signal.SIGTERM)
+        # A stop that has not ended the process by then (a request that hangs, a pool that will not
+        # close) must not keep the port: the process ends regardless.
+        time.sleep(ORPHAN_EXIT_DEADLINE_SECONDS)
+        os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
