@@ -136,10 +136,21 @@ def _seed(settings: Settings, database_url: str, _: argparse.Namespace) -> int:
 
 
 def _verify(_: Settings, database_url: str, __: argparse.Namespace) -> int:
-    """Exit 0: the views agree with the log and have applied all of it; 1: they differ; 2: they are behind."""
+    """Exit 0: an intact log, and views that agree with it and have applied all of it; 1: the log was
+    tampered with, or the views differ from it; 2: the views are only behind."""
+    from projections.chain import check_chain  # noqa: PLC0415
     from projections.verify import lags, verify  # noqa: PLC0415
     from projections.worker import all_projections  # noqa: PLC0415
 
+    chain = check_chain(database_url)
+    if not chain.intact:
+        print(chain.verdict())
+        for line in chain.explanation():
+            print(line)
+        print("the views were not compared: the log they would be compared with was tampered with", file=sys.stderr)
+        return 1
+    # On stderr, as a note for the operator to record outside the database; stdout stays the views' report.
+    print(chain.verdict(), file=sys.stderr)
     differences = verify(database_url)
     for line in differences:
         print(line)
@@ -184,13 +195,22 @@ def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> in
 
 
 def _rebuild(_: Settings, database_url: str, args: argparse.Namespace) -> int:
+    """Exit 0: rebuilt; 1: refused, because the log's hash chain is broken."""
+    from projections.chain import TamperedLogError, require_intact_chain  # noqa: PLC0415
     from projections.rebuild import rebuild  # noqa: PLC0415
     from projections.worker import all_projections  # noqa: PLC0415
 
     name: str | None = args.name  # One of the names the parser offers, or None for all.
     projections = {projection.name: projection for projection in all_projections()}
+    try:
+        require_intact_chain(database_url)  # Once for all the projections rebuilt below.
+    except TamperedLogError as error:
+        print(f"ledger: refusing to rebuild: {error}", file=sys.stderr)
+        for line in error.check.explanation():
+            print(line, file=sys.stderr)
+        return 1
     for projection in [projections[name]] if name else projections.values():
-        result = rebuild(database_url, projection, progress=_progress_bar(projection.name))
+        result = rebuild(database_url, projection, progress=_progress_bar(projection.name), check_chain=False)
         print(
             f"\nrebuilt {result.name}: {result.events:,} events in {result.seconds:.2f} s"
             f" ({result.events_per_second:,.0f} events/s)",

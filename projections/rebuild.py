@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from projections.chain import require_intact_chain
 from projections.runner import Projection, ProjectionRunner
 
 REBUILD_SCHEMA = "ledger_rebuild"
@@ -39,9 +40,18 @@ class RebuildResult:
 
 
 def rebuild(
-    database_url: str, projection: Projection, *, progress: Progress | None = None, batch_size: int = REBUILD_BATCH_SIZE
+    database_url: str,
+    projection: Projection,
+    *,
+    progress: Progress | None = None,
+    batch_size: int = REBUILD_BATCH_SIZE,
+    check_chain: bool = True,
 ) -> RebuildResult:
+    """Rebuild one projection. First the log's hash chain is checked (``TamperedLogError`` if broken), unless
+    the caller has just checked it (``check_chain=False``): views rebuilt from tampered events would hide it."""
     started = time.perf_counter()
+    if check_chain:
+        require_intact_chain(database_url)
     runner = ProjectionRunner(database_url, projection, batch_size=batch_size)
     tables = (*projection.tables, "projection_positions")
     with psycopg.connect(database_url, autocommit=True) as conn:

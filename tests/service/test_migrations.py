@@ -13,7 +13,7 @@ from ledger.persistence import postgres_env
 from migrations import MigrationError, apply_migrations, migration_files
 
 
-def _columns_and_keys(conn: psycopg.Connection, schema: str) -> dict[str, object]:
+def _columns_and_keys(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[object, ...]]]:
     columns = conn.execute(
         "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns"
         " WHERE table_schema = %s AND table_name LIKE 'ledger_%%' ORDER BY table_name, ordinal_position",
@@ -46,12 +46,19 @@ def scratch_database(database_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
+# The one deliberate addition to the library's tables: each event's link in the hash chain (0007).
+ADDED_COLUMNS = [("ledger_events", "hash", "bytea", "YES")]
+
+
 def test_migrations_match_the_librarys_own_tables(scratch_database: str, database_url: str) -> None:
     env = postgres_env(scratch_database)
     env["CREATE_TABLE"] = "y"
     Ledger(env).close()  # The library creates its tables in the scratch database.
-    with psycopg.connect(scratch_database) as library, psycopg.connect(database_url) as ours:
-        assert _columns_and_keys(library, "public") == _columns_and_keys(ours, "public")
+    with psycopg.connect(scratch_database) as library_conn, psycopg.connect(database_url) as ours_conn:
+        library, ours = _columns_and_keys(library_conn, "public"), _columns_and_keys(ours_conn, "public")
+    # Every column, index and type of the library's is there exactly, and nothing else but the addition.
+    assert [column for column in ours["columns"] if column not in library["columns"]] == ADDED_COLUMNS
+    assert {**ours, "columns": [column for column in ours["columns"] if column not in ADDED_COLUMNS]} == library
 
 
 def test_migrating_twice_applies_nothing_the_second_time(scratch_database: str) -> None:
