@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from bench import procs, profile
+from bench import chain_cost, dashboard, procs, profile
 from bench.history import build_long_and_fresh, bulk_open, copy_open
 from bench.loadgen import Latencies, LoadResult, Repeat, Script, Sequence, Stats, run_load
 from bench.report import legend, table, write_json
@@ -716,12 +716,14 @@ class Bench:
     def run(self) -> int:
         try:
             self.setup()
+            chain_cost.prepare(self)
             self.pgbench()
             self.build_history()
             self.start_services()
             self.mint()
             self.configure_and_fund()
             self.scenarios_http()
+            chain_cost.run(self, window_s=self.args.duration / 2, warmup_s=self.args.warmup)
             self.scenario_history()
             self.scenario_memory()
             self.verify()
@@ -810,6 +812,7 @@ class Bench:
                     f" {worker['rss_start_mib']} -> {worker['rss_end_mib']} MiB (peak {worker['rss_peak_mib']});"
                     f" {worker['accounts_in_cache_at_end']:,} in its cache at the end"
                 )
+        lines.extend(chain_cost.summary_lines(r))
         funding = self.result.get("funding")
         if funding and "accounts" in funding:
             lines.append(
@@ -895,6 +898,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short trial: 3 s scenarios, 1,000 accounts")
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in 1, 3-6")
     parser.add_argument("--py-spy", help="the py-spy binary for --profile (default: found on PATH)")
+    parser.add_argument(
+        "--only",
+        choices=("dashboard",),
+        help="run one scenario on a database of its own instead: dashboard = 9, the admin page (bench/dashboard.py)",
+    )
+    parser.add_argument("--dashboard-accounts", type=int, default=100_000, help="accounts of scenario 9 (100,000)")
+    parser.add_argument("--dashboard-requests", type=int, default=200, help="sequential page requests in 9 (200)")
+    parser.add_argument(
+        "--dashboard-reuse", action="store_true", help="measure 9 again on the database a run of it filled"
+    )
     parser.add_argument("--database", default="bench")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="postgres")
@@ -907,6 +920,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.memory_accounts = 5_000
         if args.out == BENCH_DIR / "results" / "latest.json":
             args.out = BENCH_DIR / "results" / "quick.json"
+    if args.only == "dashboard":
+        if args.database == "bench":
+            args.database = "bench_dashboard"
+        if args.out == BENCH_DIR / "results" / "latest.json":
+            args.out = BENCH_DIR / "results" / "dashboard.json"
     if args.profile and not args.py_spy:
         args.py_spy = shutil.which("py-spy")
         if args.py_spy is None:
@@ -925,6 +943,15 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
+    if bench.args.only == "dashboard":
+        return dashboard.run(
+            bench,
+            host=HOST,
+            accounts=bench.args.dashboard_accounts,
+            requests=bench.args.dashboard_requests,
+            reuse=bench.args.dashboard_reuse,
+            log=log,
+        )
     return bench.run()
 
 

@@ -25,6 +25,10 @@ from gateway.ratelimit import Counter, MemoryCounter, RateLimitMiddleware, Redis
 from gateway.routes.admin import AdminController
 from gateway.routes.health import HealthController
 from gateway.routes.pages import CheckoutReturnPages
+from gateway.routes.pages_admin import AdminCreditPages
+from gateway.routes.pages_session import pages_router
+from gateway.routes.pages_settings import BillingConfigPage, PackagesPage
+from gateway.routes.pages_user import MyCreditsPage
 from gateway.routes.payments import PurchaseController, StripeWebhookController
 from gateway.routes.public import PublicController
 from gateway.routes.service import AccountsController, UsageController
@@ -38,8 +42,8 @@ MAX_BODY_BYTES = 64 * 1024
 REDIS_TIMEOUT_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 5.0
 # Paths that need no token: probes, metrics, the API document and its viewer's files, the public catalogue,
-# Stripe's webhook, and the two pages a buyer's browser returns to from Stripe Checkout (only those two:
-# the rest of /credits is for signed-in users).
+# Stripe's webhook, and the two pages a buyer's browser returns to from Stripe Checkout. The other pages
+# (gateway.routes.pages_*) are opened with a session cookie instead of a token; their own guard checks it.
 PUBLIC_PATHS = [
     "^/health/",
     "^/metrics$",
@@ -49,6 +53,15 @@ PUBLIC_PATHS = [
     "^/api/webhooks/",
     "^/credits/success$",
     "^/credits/cancel$",
+    "^/login$",
+    "^/logout$",
+    "^/credits$",
+    "^/credits/(history|stream|buy)$",
+    "^/admin/credits$",
+    "^/admin/credits/(live|adjust|users)$",
+    "^/admin/credits/users/[^/]+$",
+    "^/admin/billing-config$",
+    "^/admin/packages(/[^/]+)?$",
 ]
 
 
@@ -130,6 +143,11 @@ def create_app(
             PurchaseController,
             StripeWebhookController,
             CheckoutReturnPages,
+            pages_router(
+                settings.jwt_secret,
+                secure=settings.public_url.startswith("https://"),
+                handlers=[AdminCreditPages, BillingConfigPage, PackagesPage, MyCreditsPage],
+            ),
             static_files(),
             swagger_ui_files(),
         ],

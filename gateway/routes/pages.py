@@ -8,7 +8,7 @@ document.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get
@@ -16,23 +16,15 @@ from litestar.datastructures import State
 from litestar.params import QueryParameter
 from litestar.response import Template
 
-from gateway.web.locale import Locale, credits_text, money_text, negotiate
+from gateway.web.locale import Locale, credits_text, money_text
+from gateway.web.render import locale_of, page, page_headers
 from gateway.web.words import WORDS
 from projections import queries
 from projections.queries import CheckoutView
 
 # The address carries the Checkout Session id, so neither caches nor other sites' Referer logs keep it.
-# The pages run no script and load only the service's own stylesheet.
-PAGE_HEADERS: Final = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none';"
-        " frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "Vary": "Accept-Language",
-    "X-Content-Type-Options": "nosniff",
-}
+# The pages run no script, post no form and load only the service's own stylesheet.
+RETURN_PAGE_HEADERS = page_headers(scripts=False, forms=False)
 
 
 class CheckoutReturnPages(Controller):
@@ -48,21 +40,20 @@ class CheckoutReturnPages(Controller):
         # Any value is looked up rather than refused: a malformed id is an unknown purchase, a 404 page.
         session_id: Annotated[str | None, QueryParameter(required=False)] = None,
     ) -> Template:
-        locale = negotiate(request.headers.get("accept-language"))
+        locale = locale_of(request)
         checkout = None
         # PostgreSQL text cannot hold a NUL, and no Stripe id has one: such an id names no purchase.
         if session_id and "\x00" not in session_id:
             checkout = await queries.checkout(state.pool, session_id)
         if checkout is None:
-            return _page("not_found.html", locale, WORDS[locale].not_found_title, status="not-found", status_code=404)
+            return _page(request, "not_found.html", WORDS[locale].not_found_title, status="not-found", status_code=404)
         return _page(
-            "purchase.html", locale, WORDS[locale].outcomes[checkout.status].title, **_purchase(checkout, locale)
+            request, "purchase.html", WORDS[locale].outcomes[checkout.status].title, **_purchase(checkout, locale)
         )
 
     @get("/cancel")
     async def cancel(self, request: Request[Any, Any, Any]) -> Template:
-        locale = negotiate(request.headers.get("accept-language"))
-        return _page("cancel.html", locale, WORDS[locale].cancel_title, status="cancelled")
+        return _page(request, "cancel.html", WORDS[locale_of(request)].cancel_title, status="cancelled")
 
 
 def _purchase(checkout: CheckoutView, locale: Locale) -> dict[str, Any]:
@@ -95,10 +86,7 @@ def _purchase(checkout: CheckoutView, locale: Locale) -> dict[str, Any]:
     }
 
 
-def _page(name: str, locale: Locale, title: str, *, status_code: int = 200, **context: Any) -> Template:
-    return Template(
-        template_name=name,
-        context={"locale": locale, "words": WORDS[locale], "title": title, **context},
-        status_code=status_code,
-        headers=PAGE_HEADERS,
-    )
+def _page(
+    request: Request[Any, Any, Any], name: str, title: str, *, status_code: int = 200, **context: Any
+) -> Template:
+    return page(request, name, title=title, status_code=status_code, headers=RETURN_PAGE_HEADERS, **context)

@@ -69,68 +69,75 @@ class PurchaseController(Controller):
         data: Annotated[PurchaseRequest, body_example("Buy the starter package", {"package_id": "starter"})],
         idempotency_key: OptionalIdempotencyKeyHeader,
     ) -> Response[PurchaseResponse]:
-        state = request.app.state
-        client = _stripe(state)
-        settings = state.settings
-        now = state.clock()
-        stats = await queries.system_stats(state.pool, now=now)
-        package = await state.calls.read(
-            state.ledger.prepare_purchase, data.package_id, potential_tokens=stats.potential_tokens, now=now
-        )
-        user_id = request.user.sub
-        # The same key from the same user is the same purchase, so Stripe's own idempotency returns the
-        # same session to a retry instead of opening a second one.
-        purchase = (
-            derived_id(request_id(request.user.scope, "purchase", idempotency_key), "purchase")
-            if idempotency_key
-            else uuid4()
-        )
-        metadata = {
-            "user_id": user_id,
-            "package_id": package.id,
-            "credits": str(package.credits),
-            "purchase_id": str(purchase),
+        started = await start_purchase(request.app.state, request.user, data.package_id, idempotency_key)
+        return Response(started, status_code=201)
+
+
+async def start_purchase(
+    state: State, buyer: Principal, package_id: str, idempotency_key: str | None
+) -> PurchaseResponse:
+    """Open a Stripe Checkout for one package: the one way to buy, for the API and the user's page alike.
+
+    Raises the ledger's refusals (an unknown or inactive package, sales paused) and problem details for
+    Stripe's (502 refused, 503 not configured); Stripe unreachable propagates as a dependency fault.
+    """
+    client = _stripe(state)
+    settings = state.settings
+    now = state.clock()
+    stats = await queries.system_stats(state.pool, now=now)
+    package = await state.calls.read(
+        state.ledger.prepare_purchase, package_id, potential_tokens=stats.potential_tokens, now=now
+    )
+    user_id = buyer.sub
+    # The same key from the same user is the same purchase, so Stripe's own idempotency returns the
+    # same session to a retry instead of opening a second one.
+    purchase = (
+        derived_id(request_id(buyer.scope, "purchase", idempotency_key), "purchase") if idempotency_key else uuid4()
+    )
+    metadata = {
+        "user_id": user_id,
+        "package_id": package.id,
+        "credits": str(package.credits),
+        "purchase_id": str(purchase),
+    }
+    line_item: dict[str, Any] = {"quantity": 1}
+    if package.stripe_price_id:
+        line_item["price"] = package.stripe_price_id
+    else:
+        line_item["price_data"] = {
+            "currency": package.currency.lower(),
+            "unit_amount": package.price_amount_minor,
+            "product_data": {"name": f"{package.name} ({package.credits} credits)"},
         }
-        line_item: dict[str, Any] = {"quantity": 1}
-        if package.stripe_price_id:
-            line_item["price"] = package.stripe_price_id
-        else:
-            line_item["price_data"] = {
-                "currency": package.currency.lower(),
-                "unit_amount": package.price_amount_minor,
-                "product_data": {"name": f"{package.name} ({package.credits} credits)"},
-            }
-        params = {
-            "mode": "payment",
-            "line_items": [line_item],
-            "allowed_payment_method_types": ["card", "pix"],
-            "payment_method_options": {"pix": {"expires_after_seconds": settings.pix_expires_after_seconds}},
-            "client_reference_id": user_id,
-            "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
-            "success_url": settings.checkout_success_url,
-            "cancel_url": settings.checkout_cancel_url,
-        }
-        try:
-            session = await client.v1.checkout.sessions.create_async(
-                params, {"idempotency_key": f"purchase:{purchase}"}
-            )
-        except stripe.APIConnectionError:
-            raise  # Stripe unreachable or too slow: a 503 with Retry-After (gateway.problems), not a refusal.
-        except stripe.StripeError as error:
-            log.warning("stripe refused a checkout: %s", type(error).__name__)
-            raise problem(
-                "payment-provider-error", 502, error.user_message or "Stripe could not create the checkout"
-            ) from None
-        details = details_of(session) or SessionDetails(
-            user_id=user_id,
-            package_id=package.id,
-            credits=package.credits,
-            amount_minor=package.price_amount_minor,
-            currency=package.currency,
-        )
-        await state.calls.read(state.ledger.start_checkout, session.id, details, now=now)
-        return Response(PurchaseResponse(checkout_session_id=session.id, checkout_url=session.url), status_code=201)
+    params = {
+        "mode": "payment",
+        "line_items": [line_item],
+        "allowed_payment_method_types": ["card", "pix"],
+        "payment_method_options": {"pix": {"expires_after_seconds": settings.pix_expires_after_seconds}},
+        "client_reference_id": user_id,
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata},
+        "success_url": settings.checkout_success_url,
+        "cancel_url": settings.checkout_cancel_url,
+    }
+    try:
+        session = await client.v1.checkout.sessions.create_async(params, {"idempotency_key": f"purchase:{purchase}"})
+    except stripe.APIConnectionError:
+        raise  # Stripe unreachable or too slow: a 503 with Retry-After (gateway.problems), not a refusal.
+    except stripe.StripeError as error:
+        log.warning("stripe refused a checkout: %s", type(error).__name__)
+        raise problem(
+            "payment-provider-error", 502, error.user_message or "Stripe could not create the checkout"
+        ) from None
+    details = details_of(session) or SessionDetails(
+        user_id=user_id,
+        package_id=package.id,
+        credits=package.credits,
+        amount_minor=package.price_amount_minor,
+        currency=package.currency,
+    )
+    await state.calls.read(state.ledger.start_checkout, session.id, details, now=now)
+    return PurchaseResponse(checkout_session_id=session.id, checkout_url=session.url)
 
 
 class StripeWebhookController(Controller):

@@ -5,6 +5,7 @@ Amounts stay integers everywhere else; they become decimal text only here, for p
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final, Literal
 
@@ -18,6 +19,11 @@ SEPARATORS: Final[dict[Locale, tuple[str, str]]] = {"en": (",", "."), "pt-BR": (
 MINOR_UNITS_PER_MAJOR: Final = 100
 SYMBOLS: Final = {"BRL": "R$", "USD": "US$", "EUR": "€"}
 NO_BREAK_SPACE: Final = "\u00a0"
+# Times are shown in UTC and say so: the service does not know the reader's time zone.
+MONTHS: Final[dict[Locale, tuple[str, ...]]] = {
+    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+    "pt-BR": ("jan", "fev", "mar", "abr", "mai", "jun", "jul", "ago", "set", "out", "nov", "dez"),
+}
 
 
 def negotiate(accept_language: str | None) -> Locale:
@@ -67,3 +73,36 @@ def money_text(amount_minor: int, currency: str, locale: Locale) -> str:
     code = currency.upper()
     number = number_text(Decimal(amount_minor) / MINOR_UNITS_PER_MAJOR, locale, places=2)
     return f"{SYMBOLS.get(code, code)}{NO_BREAK_SPACE}{number}"
+
+
+def integer_text(value: int, locale: Locale) -> str:
+    return number_text(Decimal(value), locale, places=0)
+
+
+def percent_text(value: float, locale: Locale) -> str:
+    """A percentage with only the decimals it has (at most two, as the API floors it): ``12,5%``."""
+    exact = Decimal(str(value)).quantize(Decimal("0.01")).normalize()
+    exponent = exact.as_tuple().exponent
+    places = max(0, -exponent) if isinstance(exponent, int) else 0
+    return f"{number_text(exact, locale, places=places)}%"
+
+
+def when_text(moment: datetime, locale: Locale) -> str:
+    """A moment in UTC to the minute: ``30 nov 2026, 14:05 UTC`` or ``Nov 30, 2026, 14:05 UTC``."""
+    utc = moment.astimezone(UTC)
+    month = MONTHS[locale][utc.month - 1]
+    day = f"{utc.day} {month} {utc.year}" if locale == "pt-BR" else f"{month} {utc.day}, {utc.year}"
+    return f"{day}, {utc:%H:%M} UTC"
+
+
+def hour_text(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%H}h"
+
+
+def day_text(moment: datetime, locale: Locale) -> str:
+    utc = moment.astimezone(UTC)
+    return (
+        f"{utc.day} {MONTHS[locale][utc.month - 1]}"
+        if locale == "pt-BR"
+        else f"{MONTHS[locale][utc.month - 1]} {utc.day}"
+    )
