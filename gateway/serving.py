@@ -130,7 +130,7 @@ def _print_banner(options: ServeOptions) -> None:
     lines = [
         f"serving on {url} with {options.workers} worker(s) (Ctrl-C stops)",
         f"API docs: {url}/schema/swagger",
-        f"pages: {url}/credits/success and {url}/credits/cancel (where Stripe Checkout sends a buyer back)",
+        f"pages: {url}/login (sign in with a token: admins reach {url}/admin/credits, users {url}/credits)",
         f"a token for the API: {HOW_TO_RUN} token --role admin --sub you (roles: {', '.join(ROLES)})",
     ]
     for line in lines:
