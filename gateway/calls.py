@@ -22,6 +22,7 @@ from litestar.params import HeaderParameter
 
 from gateway.live import publish
 from gateway.metrics import COMMANDS, REPLAYS
+from gateway.schemas import VISIBLE_ASCII
 from ledger.amounts import MAX_AMOUNT
 from ledger.application import Ledger
 from ledger.errors import LedgerError, StoreUnavailableError
@@ -36,7 +37,7 @@ IdempotencyKeyHeader = Annotated[
         name="Idempotency-Key",
         min_length=1,
         max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=VISIBLE_ASCII,
         description="1 to 255 visible ASCII characters, chosen by the caller; scoped to the caller and endpoint.",
     ),
 ]
@@ -47,17 +48,21 @@ OptionalIdempotencyKeyHeader = Annotated[
         required=False,
         min_length=1,
         max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=VISIBLE_ASCII,
         description="Optional here; 1 to 255 visible ASCII characters.",
     ),
 ]
+# An int defaulting to 0 (no wait), not an optional int: msgspec reads the text "null" as an absent optional
+# value, and a header has no null (the document says an integer).
 MinPositionHeader = Annotated[
-    int | None,
+    int,
     HeaderParameter(
         name="Ledger-Min-Position",
         required=False,
         ge=0,
         le=MAX_AMOUNT,
+        # Litestar leaves a bound of 0 out of the document (it tests the bound's truth); it is stated again here.
+        schema_extra={"minimum": 0},
         description="Wait (at most 2 s) until the views include this log position, e.g. a write's Ledger-Position.",
     ),
 ]

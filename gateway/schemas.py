@@ -7,8 +7,9 @@ say what the ledger will accept, and refuse the rest before any work is done.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -17,37 +18,84 @@ from ledger.errors import InvalidCommandError
 
 MAX_TTL_SECONDS = 86_400
 
+# Patterns end in \Z, the end of the string: Python's $ also matches before a final newline, so "u\n" would pass
+# for a user id. The API document writes it $, which is the end of the string in its (ECMA-262) regexes.
+VISIBLE_ASCII = r"^[\x21-\x7e]+\Z"
 UserId = Annotated[
     str,
-    msgspec.Meta(
-        min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="1 to 128 visible ASCII characters"
-    ),
+    msgspec.Meta(min_length=1, max_length=128, pattern=VISIBLE_ASCII, description="1 to 128 visible ASCII characters"),
 ]
 Tokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="a whole number of tokens")]
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-SignedMillicredits = Annotated[int, msgspec.Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Adjustment = Annotated[
+    int,
+    msgspec.Meta(
+        ge=-MAX_AMOUNT,
+        le=MAX_AMOUNT,
+        description="signed, never zero",
+        extra_json_schema={"not": {"const": 0}},
+    ),
+]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-PackageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Letters, digits, '-' and '_', with at least one letter or digit (the catalogue's rule).
+PACKAGE_ID_PATTERN = r"^[A-Za-z0-9_-]*[A-Za-z0-9][A-Za-z0-9_-]*\Z"
+PackageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=PACKAGE_ID_PATTERN)]
 PackageName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 WholeCredits = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT // 1_000)]
 MinorUnits = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT // 1_000)]
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
 StripeId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every request body: unknown fields are an error, not something to ignore."""
 
+    # A rule between fields, which no field's type can state, for the API document (``gateway.openapi``);
+    # the handler or the ledger enforces it.
+    json_schema_rules: ClassVar[Mapping[str, Any]] = {}
+
+
+# Usage is given as ``tokens``, or as ``input_tokens`` and ``output_tokens``: one form, never both (a field
+# that is null counts as not given). Their total is an amount too, at most 2^53 - 1, which no schema can say.
+_TOKENS_ALONE = {
+    "required": ["tokens"],
+    "properties": {"tokens": {"type": "integer"}, "input_tokens": {"type": "null"}, "output_tokens": {"type": "null"}},
+}
+_INPUT_AND_OUTPUT = {
+    "required": ["input_tokens", "output_tokens"],
+    "properties": {
+        "tokens": {"type": "null"},
+        "input_tokens": {"type": "integer"},
+        "output_tokens": {"type": "integer"},
+    },
+}
+SETTLEMENT_FORMS: Mapping[str, Any] = {"anyOf": [_TOKENS_ALONE, _INPUT_AND_OUTPUT]}
+# A debit is of at least one token, however it is given.
+DEBIT_FORMS: Mapping[str, Any] = {
+    "anyOf": [
+        _TOKENS_ALONE,
+        _INPUT_AND_OUTPUT | {"not": {"properties": {"input_tokens": {"const": 0}, "output_tokens": {"const": 0}}}},
+    ]
+}
+TokenPart = Annotated[
+    int,
+    msgspec.Meta(
+        ge=0, le=MAX_AMOUNT, description="with the other of input_tokens and output_tokens, at most 2^53 - 1 in all"
+    ),
+]
+
 
 # Internal services.
 
 
 class DebitRequest(Body, frozen=True, kw_only=True):
+    json_schema_rules = DEBIT_FORMS
+
     user_id: UserId
     tokens: Tokens | None = None
-    input_tokens: TokenCount | None = None
-    output_tokens: TokenCount | None = None
+    input_tokens: TokenPart | None = None
+    output_tokens: TokenPart | None = None
     model: Label | None = None
     agent_id: Label | None = None
     analysis_id: Label | None = None
@@ -62,19 +110,21 @@ class ReservationRequest(Body, frozen=True, kw_only=True):
 
 
 class SettleRequest(Body, frozen=True, kw_only=True):
+    json_schema_rules = SETTLEMENT_FORMS
+
     tokens: TokenCount | None = None
-    input_tokens: TokenCount | None = None
-    output_tokens: TokenCount | None = None
+    input_tokens: TokenPart | None = None
+    output_tokens: TokenPart | None = None
     model: Label | None = None
 
 
 def usage_tokens(tokens: int | None, input_tokens: int | None, output_tokens: int | None) -> int:
     """The contract takes ``tokens``, or ``input_tokens`` and ``output_tokens``; the ledger takes the total."""
-    if tokens is not None:
+    if tokens is not None and input_tokens is None and output_tokens is None:
         return tokens
-    if input_tokens is None or output_tokens is None:
-        raise InvalidCommandError("tokens", "give tokens, or input_tokens and output_tokens")
-    return input_tokens + output_tokens
+    if tokens is None and input_tokens is not None and output_tokens is not None:
+        return input_tokens + output_tokens
+    raise InvalidCommandError("tokens", "give tokens, or both input_tokens and output_tokens, not both forms")
 
 
 class DebitResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,7 +168,7 @@ class InitializeResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 class AdjustRequest(Body, frozen=True, kw_only=True):
     user_id: UserId
-    amount_millicredits: SignedMillicredits
+    amount_millicredits: Adjustment
     reason: Reason
 
 

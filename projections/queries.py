@@ -8,8 +8,7 @@ of the last row returned, so a page never skips or repeats a row while new rows 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -28,6 +27,13 @@ DEFAULT_USAGE_RANGE: Final = {"hour": timedelta(hours=24), "day": timedelta(days
 STATS_WINDOW: Final = timedelta(days=30)
 MIN_YEAR: Final = 2000
 MAX_YEAR: Final = 3000
+# The times a usage range may start or end at, as the API document states them: RFC 3339 with a zone, in the
+# years MIN_YEAR to MAX_YEAR - 1, to the microsecond (a finer fraction would be rounded, possibly into the
+# next year).
+USAGE_TIME_PATTERN: Final = (
+    r"^2[0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z"
+)
 # Polling the position table is a primary-key read; a millisecond apart keeps read-your-writes tight
 # without loading the database (the library's own wait backs off to 100 ms and more).
 POLL_INTERVAL_SECONDS: Final = 0.001
@@ -133,19 +139,41 @@ class AdminPackageView(PackageView, frozen=True, kw_only=True):
     updated_at: datetime
 
 
-# Cursors: opaque to callers, a base64 of the last row's sort key to us.
+# Cursors: opaque to callers, the last row's sort key to us, written so that a pattern describes every cursor
+# exactly. Any string of that pattern is a keyset position the query takes (the integers fit the columns they
+# are compared with: 16 digits in a bigint, 4 in the smallint seq), so the document can say precisely what a
+# cursor is and the server refuses nothing it allows. (Patterns end in \Z, as gateway.schemas explains.)
+_INTEGER = r"(0|[1-9][0-9]{0,15})"
+# History: `<position>.<seq>` of the last item.
+HISTORY_CURSOR_PATTERN: Final = rf"^{_INTEGER}\.(0|[1-9][0-9]{{0,3}})\Z"
+# Users: `<key>.<user_id>`, the key being the balance or the microseconds since the epoch of the last change
+# (signed: a balance may be negative). The user id is what the API allows one to be.
+USERS_CURSOR_PATTERN: Final = rf"^-?{_INTEGER}\.[\x21-\x7e]{{1,128}}\Z"
+CURSOR_MAX_LENGTH: Final = 1 + 16 + 1 + 128
+_HISTORY_CURSOR = re.compile(HISTORY_CURSOR_PATTERN)
+_USERS_CURSOR = re.compile(USERS_CURSOR_PATTERN)
 
 
-def encode_cursor(key: list[Any]) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
+def _history_cursor(position: int, seq: int) -> str:
+    return f"{position}.{seq}"
 
 
-def decode_cursor(cursor: str, types: type[Any]) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=types)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidCommandError("cursor", "is not a cursor this list returned") from None
+def _users_cursor(key: int, user_id: str) -> str:
+    return f"{key}.{user_id}"
+
+
+def _decode_history_cursor(cursor: str) -> tuple[int, int]:
+    if not _HISTORY_CURSOR.fullmatch(cursor):
+        raise InvalidCommandError("cursor", "is not a cursor this list returned")
+    position, seq = cursor.split(".")
+    return int(position), int(seq)
+
+
+def _decode_users_cursor(cursor: str) -> tuple[int, str]:
+    if not _USERS_CURSOR.fullmatch(cursor):
+        raise InvalidCommandError("cursor", "is not a cursor this list returned")
+    key, user_id = cursor.split(".", 1)
+    return int(key), user_id
 
 
 def _limit(limit: int) -> int:
@@ -189,7 +217,7 @@ async def balance(pool: Any, user_id: str, *, now: datetime) -> BalanceView:
 async def history(pool: Any, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> HistoryPage:
     """The user's movements, newest first."""
     limit = _limit(limit)
-    after = decode_cursor(cursor, tuple[int, int]) if cursor else (2**63 - 1, 0)
+    after = _decode_history_cursor(cursor) if cursor else (2**63 - 1, 0)
     rows = await pool.fetch(
         "SELECT position, seq, id, kind, amount_millicredits, balance_after_millicredits, occurred_at,"
         " reference, description FROM credit_transactions"
@@ -212,7 +240,7 @@ async def history(pool: Any, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, cu
         for r in rows[:limit]
     ]
     last = rows[limit - 1] if len(rows) > limit else None
-    return HistoryPage(items=items, next_cursor=encode_cursor([last["position"], last["seq"]]) if last else None)
+    return HistoryPage(items=items, next_cursor=_history_cursor(last["position"], last["seq"]) if last else None)
 
 
 async def balance_as_of(pool: Any, user_id: str, at: datetime) -> BalanceAsOf:
@@ -242,21 +270,31 @@ async def usage(
     end: datetime | None,
     now: datetime,
 ) -> UsageReport:
-    """Token usage in hourly or daily buckets, oldest first, with empty buckets filled with zeros."""
+    """Token usage in hourly or daily buckets, oldest first, with empty buckets filled with zeros.
+
+    Without ``start`` and ``end``: the default span up to now. With only ``end``: the default span up to it.
+    With only ``start``: from it up to now, at most the longest range (a start still to come is an empty
+    range). ``start == end`` is an empty range: no buckets, totals 0.
+    """
     step = timedelta(hours=1) if granularity == "hour" else timedelta(days=1)
     for name, moment in (("from", start), ("to", end)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidCommandError(name, "must be an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z")
-    end = end or now
-    start = start or end - DEFAULT_USAGE_RANGE[granularity]
-    if start >= end:
-        raise InvalidCommandError("from", "must be before to")
-    if end.year >= MAX_YEAR or start.year < MIN_YEAR:
-        raise InvalidCommandError(
-            "to" if end.year >= MAX_YEAR else "from", f"must be from {MIN_YEAR} to {MAX_YEAR - 1}"
-        )
-    if end - start > MAX_USAGE_RANGE[granularity]:
-        raise InvalidCommandError("from", f"the range is at most {MAX_USAGE_RANGE[granularity].days} days")
+        # The year as written (in the time's own zone), which is what USAGE_TIME_PATTERN describes.
+        if moment is not None and not MIN_YEAR <= moment.year < MAX_YEAR:
+            raise InvalidCommandError(name, f"must be in the years {MIN_YEAR} to {MAX_YEAR - 1}")
+    longest = MAX_USAGE_RANGE[granularity]
+    if start is None:
+        end = end or now
+        start = end - DEFAULT_USAGE_RANGE[granularity]
+    elif end is None:
+        end = min(max(now, start), start + longest)
+    if start > end:
+        raise InvalidCommandError("from", "must not be after to")
+    if end - start > longest:
+        raise InvalidCommandError("from", f"the range is at most {longest.days} days")
+    if start == end:
+        return UsageReport(granularity=granularity, buckets=[], total_tokens=0, total_millicredits=0)
     first = _truncate(start, granularity)
     rows = await pool.fetch(
         "SELECT bucket_start, tokens, amount_millicredits, events FROM usage_rollups"
@@ -307,7 +345,7 @@ async def users(
         " lifetime_used_millicredits, updated_at"
     )
     if order == "balance_desc":
-        after_balance, after_user = decode_cursor(cursor, tuple[int, str]) if cursor else (None, None)
+        after_balance, after_user = _decode_users_cursor(cursor) if cursor else (None, None)
         rows = await pool.fetch(
             f"SELECT {columns} FROM user_credits"  # noqa: S608 - a constant column list.
             " WHERE $1::bigint IS NULL OR (balance_millicredits, user_id) < ($1, $2)"
@@ -317,7 +355,7 @@ async def users(
             limit + 1,
         )
     else:
-        after_us, after_user = decode_cursor(cursor, tuple[int, str]) if cursor else (None, None)
+        after_us, after_user = _decode_users_cursor(cursor) if cursor else (None, None)
         rows = await pool.fetch(
             f"SELECT {columns} FROM user_credits"  # noqa: S608 - a constant column list.
             " WHERE $1::timestamptz IS NULL OR (updated_at, user_id) < ($1, $2)"
@@ -331,7 +369,7 @@ async def users(
     if len(rows) > limit:
         last = items[-1]
         key = last.balance_millicredits if order == "balance_desc" else _to_us(last.updated_at)
-        next_cursor = encode_cursor([key, last.user_id])
+        next_cursor = _users_cursor(key, last.user_id)
     return UserPage(items=items, next_cursor=next_cursor)
 
 

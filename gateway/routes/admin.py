@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, patch, post, put
+from litestar import Request, Response, get, patch, post, put
 from litestar.datastructures import State
 from litestar.params import PathParameter, QueryParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply, run_command
-from gateway.openapi import body_example, problem_responses
-from gateway.routes.user import Cursor, Limit, wait_for
+from gateway.openapi import ApiController, body_example, problem_responses
+from gateway.routes.user import CURSOR_DESCRIPTION, Limit, wait_for
 from gateway.schemas import (
+    PACKAGE_ID_PATTERN,
     AdjustRequest,
     AdjustResponse,
     BillingConfigPatch,
@@ -29,7 +30,11 @@ from ledger.commands import AddPackage, AdjustCredits, ChangeBillingSettings, Ch
 from ledger.receipts import PackageReceipt
 from projections import queries
 
-PackageIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+PackageIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=PACKAGE_ID_PATTERN)]
+UsersCursor = Annotated[
+    str | None,
+    QueryParameter(required=False, pattern=queries.USERS_CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
+]
 
 
 def _package(receipt: PackageReceipt) -> PackageResponse:
@@ -43,7 +48,7 @@ def _package(receipt: PackageReceipt) -> PackageResponse:
     )
 
 
-class AdminController(Controller):
+class AdminController(ApiController):
     path = "/api/admin"
     tags = ["Admin"]  # noqa: RUF012 - Litestar reads a list here.
     opt = requires("admin")
@@ -57,7 +62,7 @@ class AdminController(Controller):
         responses=problem_responses(),
     )
     async def stats(
-        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0
     ) -> Response[queries.SystemStats]:
         state = request.app.state
         headers = await wait_for(state, min_position)
@@ -72,10 +77,10 @@ class AdminController(Controller):
     async def users(
         self,
         request: Request[Principal, Any, State],
-        min_position: MinPositionHeader,
+        min_position: MinPositionHeader = 0,
         order: Annotated[UserOrder, QueryParameter(description="balance_desc or updated_desc")] = "balance_desc",
         limit: Limit = queries.DEFAULT_PAGE_SIZE,
-        cursor: Cursor = None,
+        cursor: UsersCursor = None,
     ) -> Response[queries.UserPage]:
         state = request.app.state
         headers = await wait_for(state, min_position)
@@ -126,7 +131,7 @@ class AdminController(Controller):
         responses=problem_responses(),
     )
     async def billing_config(
-        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0
     ) -> Response[BillingConfigView]:
         state = request.app.state
         headers = await wait_for(state, min_position)
@@ -168,7 +173,7 @@ class AdminController(Controller):
         responses=problem_responses(),
     )
     async def packages(
-        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0
     ) -> Response[PackageList]:
         state = request.app.state
         headers = await wait_for(state, min_position)

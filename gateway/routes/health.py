@@ -7,12 +7,12 @@ import os
 from typing import Any
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from gateway.openapi import NO_TOKEN
+from gateway.openapi import NO_TOKEN, ApiController
 
 READY_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -54,7 +54,7 @@ async def _projection_lag(pool: Any, max_lag_seconds: int) -> dict[str, dict[str
     return lags
 
 
-class HealthController(Controller):
+class HealthController(ApiController):
     path = "/health"
     tags = ["Operations"]  # noqa: RUF012 - Litestar reads a list here.
 

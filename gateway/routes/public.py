@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
+from litestar import get
 from litestar.datastructures import State
 
-from gateway.openapi import NO_TOKEN
+from gateway.openapi import NO_TOKEN, ApiController
 from gateway.schemas import Price, PublicPackage, PublicPackageList
 from projections import queries
 
 
-class PublicController(Controller):
+class PublicController(ApiController):
     path = "/api/credits/packages"
     tags = ["Public"]  # noqa: RUF012 - Litestar reads a list here.
 

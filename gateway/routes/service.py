@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, post
+from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter
 
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, OptionalIdempotencyKeyHeader, reply, run_command
-from gateway.openapi import body_example, problem_responses
+from gateway.openapi import ApiController, body_example, problem_responses
 from gateway.schemas import (
+    VISIBLE_ASCII,
     DebitRequest,
     DebitResponse,
     InitializeResponse,
@@ -27,11 +28,11 @@ from ledger.commands import DebitUsage, InitializeAccount, ReleaseReservation, R
 
 ReservationId = Annotated[str, PathParameter(min_length=1, max_length=128, description="The id a reservation returned")]
 PathUserId = Annotated[
-    str, PathParameter(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="The user's id")
+    str, PathParameter(min_length=1, max_length=128, pattern=VISIBLE_ASCII, description="The user's id")
 ]
 
 
-class UsageController(Controller):
+class UsageController(ApiController):
     path = "/api/usage"
     tags = ["Internal services"]  # noqa: RUF012 - Litestar reads a list here.
     opt = requires("service")
@@ -192,7 +193,7 @@ class UsageController(Controller):
         return reply(body, receipt, 200)
 
 
-class AccountsController(Controller):
+class AccountsController(ApiController):
     path = "/api/users"
     tags = ["Internal services"]  # noqa: RUF012
     opt = requires("service", "admin")
@@ -206,7 +207,7 @@ class AccountsController(Controller):
         status_code=201,
         responses={
             200: ResponseSpec(InitializeResponse, description="The account was set up before; nothing changed"),
-            **problem_responses(),
+            **problem_responses(409),
         },
     )
     async def initialize(

@@ -6,32 +6,57 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
-from litestar.params import QueryParameter
+from litestar.params import ParameterKwarg, QueryParameter
 from litestar.response import ServerSentEvent
 
 from gateway.auth import Principal, requires
 from gateway.calls import MinPositionHeader
 from gateway.live import balance_events
-from gateway.openapi import problem_responses
+from gateway.openapi import ApiController, problem_responses
+from ledger.errors import InvalidCommandError
 from projections import queries
 
 Limit = Annotated[int, QueryParameter(ge=1, le=queries.MAX_PAGE_SIZE, description="Page size, 1 to 500")]
-Cursor = Annotated[
-    str | None, QueryParameter(required=False, min_length=1, max_length=200, description="next_cursor of the last page")
+CURSOR_DESCRIPTION = "The next_cursor of the page before; opaque, only its form is stated here."
+HistoryCursor = Annotated[
+    str | None,
+    QueryParameter(required=False, pattern=queries.HISTORY_CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
 ]
+
+
+def usage_time(name: str) -> ParameterKwarg:
+    # Taken as text and parsed here: as an optional datetime, msgspec would read the text "null" as no time.
+    return QueryParameter(
+        name=name,
+        required=False,
+        pattern=queries.USAGE_TIME_PATTERN,
+        schema_extra={"format": "date-time"},
+        description="RFC 3339 with a zone, in the years 2000 to 2999",
+    )
+
+
+def moment(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        raise InvalidCommandError(name, "must be an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z") from None
+
+
 READ_WAIT_SECONDS = 2.0
 
 
-async def wait_for(state: State, position: int | None) -> dict[str, str]:
+async def wait_for(state: State, position: int) -> dict[str, str]:
     """Headers for a read: ``Ledger-Stale`` when the views did not reach the position asked for in time."""
     if position and not await queries.wait_for_position(state.pool, position, timeout_seconds=READ_WAIT_SECONDS):
         return {"Ledger-Stale": "true"}
     return {}
 
 
-class UserCreditsController(Controller):
+class UserCreditsController(ApiController):
     path = "/api/credits"
     tags = ["User"]  # noqa: RUF012 - Litestar reads a list here.
     opt = requires("user")
@@ -44,7 +69,7 @@ class UserCreditsController(Controller):
         responses=problem_responses(),
     )
     async def balance(
-        self, request: Request[Principal, Any, State], min_position: MinPositionHeader
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0
     ) -> Response[queries.BalanceView]:
         state = request.app.state
         headers = await wait_for(state, min_position)
@@ -81,9 +106,9 @@ class UserCreditsController(Controller):
     async def history(
         self,
         request: Request[Principal, Any, State],
-        min_position: MinPositionHeader,
+        min_position: MinPositionHeader = 0,
         limit: Limit = queries.DEFAULT_PAGE_SIZE,
-        cursor: Cursor = None,
+        cursor: HistoryCursor = None,
     ) -> Response[queries.HistoryPage]:
         state = request.app.state
         headers = await wait_for(state, min_position)
@@ -95,20 +120,32 @@ class UserCreditsController(Controller):
         operation_id="GetUsage",
         summary="Token usage in hourly or daily buckets",
         description="Buckets oldest first, empty ones included. Without from and to: the last 24 hours by hour, "
-        "or the last 30 days by day. At most 31 days by hour and 366 by day.",
-        responses=problem_responses(),
+        "or the last 30 days by day; with only to, that span up to it; with only from, from it up to now (at most "
+        "the longest range). from equal to to is an empty range. from after to, or a range longer than 31 days by "
+        "hour or 366 days by day, is 422.",
+        responses=problem_responses(
+            details={
+                422: "A parameter is out of range, from is after to, or the range is longer than 31 days by hour or "
+                "366 days by day; nothing was read."
+            }
+        ),
     )
     async def usage(
         self,
         request: Request[Principal, Any, State],
-        min_position: MinPositionHeader,
+        min_position: MinPositionHeader = 0,
         granularity: Annotated[queries.Granularity, QueryParameter(description="hour or day")] = "hour",
-        start: Annotated[datetime | None, QueryParameter(name="from", required=False)] = None,
-        end: Annotated[datetime | None, QueryParameter(name="to", required=False)] = None,
+        start: Annotated[str | None, usage_time("from")] = None,
+        end: Annotated[str | None, usage_time("to")] = None,
     ) -> Response[queries.UsageReport]:
         state = request.app.state
         headers = await wait_for(state, min_position)
         report = await queries.usage(
-            state.pool, request.user.sub, granularity=granularity, start=start, end=end, now=state.clock()
+            state.pool,
+            request.user.sub,
+            granularity=granularity,
+            start=moment("from", start),
+            end=moment("to", end),
+            now=state.clock(),
         )
         return Response(report, headers=headers)

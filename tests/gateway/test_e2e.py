@@ -474,3 +474,96 @@ def test_the_balance_stream_pushes_each_change(gateway: Gateway, admin: Api, ser
     service.post("/api/usage/debits", json={"user_id": "u1", "tokens": 2_000}, headers={"Idempotency-Key": "b"})
     listener.join(timeout=20)
     assert [event["balance_millicredits"] for event in received] == [10_000, 9_000, 7_000]
+
+
+# The API document and the server agree (issue 12): what the document allows is taken, what it forbids refused.
+
+
+def test_options_names_every_method_of_the_path(gateway: Gateway) -> None:
+    # Litestar 2 kept the Allow of a path's first handler: GET alone where GET and PUT are served.
+    allowed = {
+        "/api/admin/billing-config": "GET, OPTIONS, PUT",
+        "/api/admin/credits/packages": "GET, OPTIONS, POST",
+        "/api/credits/balance": "GET, OPTIONS",
+        "/api/usage/debits": "OPTIONS, POST",
+    }
+    for path, methods in allowed.items():
+        answer = gateway.client().options(path)
+        assert answer.status_code == 204, path
+        assert answer.headers.get("allow") == methods, path
+
+
+def test_usage_from_a_moment_to_itself_is_an_empty_range(gateway: Gateway) -> None:
+    user = gateway.client("user", "u1")
+    moment = "2026-01-01T00:00:00Z"
+    empty = user.get("/api/credits/usage", params={"from": moment, "to": moment})
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == {"granularity": "hour", "buckets": [], "total_tokens": 0, "total_millicredits": 0}
+    backwards = user.get("/api/credits/usage", params={"from": moment, "to": "2025-12-31T23:59:59Z"})
+    assert problem(backwards, 422, "validation")["errors"] == [{"field": "from", "reason": "must not be after to"}]
+
+
+def test_null_is_neither_a_read_position_nor_a_time(gateway: Gateway) -> None:
+    # A header or a query string has no null: the text "null" is not a missing value.
+    user = gateway.client("user", "u1")
+    for position in ("null", "-1", "1.5"):
+        refused = user.get("/api/credits/balance", headers={"Ledger-Min-Position": position})
+        assert problem(refused, 422, "validation")["errors"][0]["field"] == "Ledger-Min-Position", position
+    for name in ("from", "to"):
+        refused = user.get("/api/credits/usage", params={name: "null"})
+        assert problem(refused, 422, "validation")["errors"][0]["field"] == name
+
+
+def test_an_id_ending_in_a_newline_is_not_visible_ascii(admin: Api, service: Api) -> None:
+    # Python's $ matches before a final newline, so these patterns let "u\n" through as a user id.
+    adjusted = admin.post(
+        "/api/admin/credits/adjust",
+        json={"user_id": "u\n", "amount_millicredits": 5, "reason": "x"},
+        headers=KEY,
+    )
+    assert problem(adjusted, 422, "validation")["errors"][0]["field"] == "user_id"
+    problem(service.post("/api/users/u%0A/initialize"), 422, "validation")
+    problem(admin.patch("/api/admin/credits/packages/starter%0A", json={"active": True}), 422, "validation")
+
+
+def test_a_cursor_is_of_the_documented_form_and_any_of_that_form_is_taken(gateway: Gateway, admin: Api) -> None:
+    user = gateway.client("user", "u1")
+    for cursor in ("0.0", "9999999999999999.9999"):
+        assert user.get("/api/credits/history", params={"cursor": cursor}).status_code == 200, cursor
+    for cursor in ("-9999999999999999.~~", "0.user.with.dots"):
+        for order in ("balance_desc", "updated_desc"):
+            answer = admin.get("/api/admin/credits/users", params={"cursor": cursor, "order": order})
+            assert answer.status_code == 200, (cursor, order)
+    # "0" was a string the document allowed for a cursor (any of 1 to 200 characters) and the server refused.
+    problem(user.get("/api/credits/history", params={"cursor": "0"}), 422, "validation")
+    problem(admin.get("/api/admin/credits/users", params={"cursor": "0"}), 422, "validation")
+
+
+# Ledger findings of the Schemathesis run (KNOWN_LEDGER_FINDINGS in test_schemathesis.py, which leaves them out of
+# its verdict until they are fixed): strict, so each mark goes once its bug is fixed, with its line there.
+
+
+@pytest.mark.xfail(strict=True, reason="ledger/config.py refuses a taken package id as an invalid command (422)")
+def test_a_taken_package_id_is_a_conflict_not_an_invalid_request(admin: Api) -> None:
+    body = {"id": "starter", "name": "Again", "credits": 5, "price": {"amount_minor": 500}}
+    taken = admin.post("/api/admin/credits/packages", json=body, headers=KEY)
+    assert taken.status_code == 409, taken.text
+
+
+@pytest.mark.xfail(strict=True, reason="ledger: a refused keyed reservation leaves its ReservationIndex behind")
+def test_a_reservation_refused_for_want_of_credits_can_be_made_later_with_the_same_key(
+    admin: Api, service: Api
+) -> None:
+    # The refusal writes the reservation's index (group commit saves a refused command's companions), so the same
+    # key's reservation collides with it on every later try: 503 busy, for ever.
+    body = {"user_id": "u1", "estimated_tokens": 1}
+    assert service.post("/api/usage/reservations", json=body, headers=KEY).status_code == 402
+    fund(admin, "u1", 1_000_000)
+    later = service.post("/api/usage/reservations", json=body, headers=KEY)
+    assert later.status_code in {201, 402}, later.text  # Made now, or the first answer replayed; never 503.
+
+
+@pytest.mark.xfail(strict=True, reason="ledger/config.py refuses a change the stored limits conflict with as 422")
+def test_a_daily_limit_below_the_stored_hourly_one_is_a_conflict(admin: Api) -> None:
+    lowered = admin.put("/api/admin/billing-config", json={"daily_token_limit": 1})
+    assert lowered.status_code == 409, lowered.text

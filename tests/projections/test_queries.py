@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ledger.application import Ledger
 from ledger.commands import DebitUsage, GrantCredits, ReserveCredits
@@ -77,11 +79,49 @@ async def test_history_pages_walk_every_row_newest_first(pg_ledger: Ledger, clea
     assert (await queries.history(pool, "someone-else")).items == []
 
 
-@pytest.mark.parametrize("cursor", ["not-base64!", "bm9wZQ", "WyJhIiwiYiJd"])
-async def test_a_cursor_that_no_list_returned_is_refused(clean_database: str, pool: Any, cursor: str):
+# "0" was allowed by the document when a cursor was any string of 1 to 200 characters, and refused.
+@pytest.mark.parametrize(
+    "cursor", ["0", "not-base64!", "WyJhIiwiYiJd", "1.2.3", "01.0", "1.10000", "12345678901234567.0", "1.0\n", "-1.0"]
+)
+async def test_a_history_cursor_not_of_the_documented_form_is_refused(clean_database: str, pool: Any, cursor: str):
     with pytest.raises(InvalidCommandError) as refused:
         await queries.history(pool, "u1", cursor=cursor)
     assert refused.value.field == "cursor"
+
+
+@pytest.mark.parametrize("cursor", ["0", "0.", "1 .u", "--1.u", "1.u\n", "1.caf\u00e9", "1." + "u" * 129])
+async def test_a_users_cursor_not_of_the_documented_form_is_refused(clean_database: str, pool: Any, cursor: str):
+    for order in ("balance_desc", "updated_desc"):
+        with pytest.raises(InvalidCommandError) as refused:
+            await queries.users(pool, order=order, cursor=cursor)  # type: ignore[arg-type]
+        assert refused.value.field == "cursor"
+
+
+def matching(pattern: str, *extremes: str) -> list[str]:
+    """Strings of the pattern: its extremes, and a few dozen drawn at random (the same ones on every run)."""
+    drawn = list(extremes)
+
+    @settings(max_examples=60, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.from_regex(pattern, fullmatch=True))
+    def draw(cursor: str) -> None:
+        drawn.append(cursor)
+
+    draw()
+    return drawn
+
+
+async def test_every_cursor_of_the_documented_form_is_a_position_the_lists_take(
+    pg_ledger: Ledger, clean_database: str, pool: Any
+):
+    # The document states each list's cursor as a pattern; whatever matches it must be taken, never refused
+    # and never a database error (a number too large for its column, say).
+    script(pg_ledger)
+    project(clean_database)
+    for cursor in matching(queries.HISTORY_CURSOR_PATTERN, "0.0", "9999999999999999.9999"):
+        await queries.history(pool, "u1", cursor=cursor)
+    for cursor in matching(queries.USERS_CURSOR_PATTERN, "-9999999999999999." + "~" * 128, "9999999999999999.!"):
+        for order in ("balance_desc", "updated_desc"):
+            await queries.users(pool, order=order, cursor=cursor)  # type: ignore[arg-type]
 
 
 async def test_the_balance_as_of_a_time_is_the_balance_the_account_had_then(
@@ -120,6 +160,34 @@ async def test_usage_buckets_fill_the_range_with_exact_totals(pg_ledger: Ledger,
     assert daily.total_tokens == 52_000
     with pytest.raises(InvalidCommandError):
         await queries.usage(pool, "u1", granularity="hour", start=T0, end=T0 + timedelta(days=40), now=T0)
+
+
+async def test_a_usage_range_from_a_moment_to_itself_is_empty(clean_database: str, pool: Any):
+    # No schema can relate from and to, so the document allows from == to: an empty range, not a refusal.
+    report = await queries.usage(pool, "u1", granularity="hour", start=T0, end=T0, now=T0 + timedelta(days=1))
+    assert (report.buckets, report.total_tokens, report.total_millicredits) == ([], 0, 0)
+    with pytest.raises(InvalidCommandError) as refused:
+        await queries.usage(pool, "u1", granularity="day", start=T0, end=T0 - timedelta(seconds=1), now=T0)
+    assert refused.value.field == "from"
+
+
+async def test_a_usage_range_given_only_its_start_runs_to_now_or_its_longest(clean_database: str, pool: Any):
+    now = T0 + timedelta(days=100)
+    recent = await queries.usage(pool, "u1", granularity="hour", start=now - timedelta(hours=5), end=None, now=now)
+    assert len(recent.buckets) == 5
+    long_ago = await queries.usage(pool, "u1", granularity="hour", start=T0, end=None, now=now)
+    assert len(long_ago.buckets) == 31 * 24
+    to_come = await queries.usage(pool, "u1", granularity="day", start=now + timedelta(days=1), end=None, now=now)
+    assert to_come.buckets == []
+
+
+async def test_only_the_times_given_must_fall_in_the_years_the_document_states(clean_database: str, pool: Any):
+    first = datetime(queries.MIN_YEAR, 1, 1, tzinfo=UTC)
+    report = await queries.usage(pool, "u1", granularity="day", start=None, end=first, now=T0)
+    assert len(report.buckets) == 30  # The default span reaches back into 1999; only what was given is checked.
+    with pytest.raises(InvalidCommandError) as refused:
+        await queries.usage(pool, "u1", granularity="day", start=first - timedelta(seconds=1), end=first, now=T0)
+    assert refused.value.field == "from"
 
 
 @pytest.mark.parametrize("order", ["balance_desc", "updated_desc"])
