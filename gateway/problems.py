@@ -39,6 +39,7 @@ from ledger.errors import (
     RemovalExceedsAvailableError,
     ReservationNotOpenError,
     SalesPausedError,
+    StateConflictError,
     StoreUnavailableError,
 )
 
@@ -59,6 +60,7 @@ TITLES: Mapping[str, str] = {
     "insufficient-credits": "Not enough credits",
     "quota-exceeded": "Token quota exceeded",
     "idempotency-conflict": "Idempotency key reused with a different request",
+    "conflict": "The current state does not allow this change",
     "reservation-not-open": "The reservation is not open",
     "sales-paused": "Sales are paused",
     "not-found": "Not found",
@@ -90,7 +92,7 @@ def problem(
     )
 
 
-def _ledger(error: LedgerError) -> ProblemDetailsException:  # noqa: PLR0911 - one answer per refusal.
+def _ledger(error: LedgerError) -> ProblemDetailsException:  # noqa: C901, PLR0911 - one answer per refusal.
     if isinstance(error, InvalidCommandError):
         return problem("validation", 422, str(error), errors=[{"field": error.field, "reason": error.reason}])
     if isinstance(error, RemovalExceedsAvailableError):
@@ -132,6 +134,8 @@ def _ledger(error: LedgerError) -> ProblemDetailsException:  # noqa: PLR0911 - o
         return problem("not-found", 404, str(error))
     if isinstance(error, IdempotencyConflictError):
         return problem("idempotency-conflict", 409, str(error))
+    if isinstance(error, StateConflictError):
+        return problem("conflict", 409, str(error), errors=[{"field": error.field, "reason": error.reason}])
     if isinstance(error, SalesPausedError):
         return problem(
             "sales-paused",

@@ -13,7 +13,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.amounts import MAX_AMOUNT, MILLICREDITS_PER_CREDIT
-from ledger.errors import InvalidCommandError, NotFoundError
+from ledger.errors import InvalidCommandError, NotFoundError, StateConflictError
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID
 
 
@@ -75,7 +75,15 @@ class BillingConfig(Aggregate):
     def settings(self) -> BillingSettings:
         return BillingSettings(**self.values)
 
-    def change(self, changes: dict[str, int], changed_by: str, now: datetime) -> list[str]:
+    def change(
+        self,
+        changes: dict[str, int],
+        changed_by: str,
+        now: datetime,
+        *,
+        actor_role: str | None = None,
+        request_id: str | None = None,
+    ) -> list[str]:
         """Apply a partial update. Returns the names of the settings whose value changed."""
         for key, value in changes.items():
             bounds = SETTING_BOUNDS.get(key)
@@ -85,7 +93,7 @@ class BillingConfig(Aggregate):
                 raise InvalidCommandError(key, f"must be an integer from {bounds[0]} to {bounds[1]}")
         merged = {**self.values, **changes}
         if merged["hourly_token_limit"] > merged["daily_token_limit"]:
-            raise InvalidCommandError("hourly_token_limit", "must not exceed daily_token_limit")
+            raise StateConflictError("hourly_token_limit", "must not exceed daily_token_limit")
         changed = [key for key, value in changes.items() if self.values.get(key) != value]
         for key in changed:
             self.trigger_event(
@@ -95,6 +103,8 @@ class BillingConfig(Aggregate):
                 old_value=self.values.get(key),
                 new_value=changes[key],
                 changed_by=changed_by,
+                actor_role=actor_role,
+                request_id=request_id,
             )
         return changed
 
@@ -148,6 +158,9 @@ class BillingConfig(Aggregate):
         old_value: int | None
         new_value: int
         changed_by: str
+        # Who asked and in which request, for the audit trail; absent from events stored before it was.
+        actor_role: str | None = None
+        request_id: str | None = None
 
         def apply(self, config: BillingConfig) -> None:
             config.values[self.key] = self.new_value
@@ -224,17 +237,42 @@ class PackageCatalogue(Aggregate):
     def all_packages(self) -> list[Package]:
         return [Package(id=package_id, **fields) for package_id, fields in self.packages.items()]
 
-    def add(self, package: Package, added_by: str, now: datetime) -> None:
+    def add(
+        self,
+        package: Package,
+        added_by: str,
+        now: datetime,
+        *,
+        actor_role: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         if not (1 <= len(package.id) <= MAX_ID_LENGTH and package.id.replace("-", "").replace("_", "").isalnum()):
             raise InvalidCommandError("id", "must be 1 to 64 letters, digits, '-' or '_'")
         if package.id in self.packages:
-            raise InvalidCommandError("id", "a package with this id exists")
+            raise StateConflictError("id", "a package with this id exists")
         fields = {field: getattr(package, field) for field in PACKAGE_FIELDS}
         for field, value in fields.items():
             _check_package_field(field, value)
-        self.trigger_event(self.PackageAdded, timestamp=now, package_id=package.id, fields=fields, added_by=added_by)
+        self.trigger_event(
+            self.PackageAdded,
+            timestamp=now,
+            package_id=package.id,
+            fields=fields,
+            added_by=added_by,
+            actor_role=actor_role,
+            request_id=request_id,
+        )
 
-    def change(self, package_id: str, changes: dict[str, Any], changed_by: str, now: datetime) -> list[str]:
+    def change(
+        self,
+        package_id: str,
+        changes: dict[str, Any],
+        changed_by: str,
+        now: datetime,
+        *,
+        actor_role: str | None = None,
+        request_id: str | None = None,
+    ) -> list[str]:
         current = self.get(package_id)
         for field, value in changes.items():
             _check_package_field(field, value)
@@ -245,7 +283,13 @@ class PackageCatalogue(Aggregate):
         }
         if diff:
             self.trigger_event(
-                self.PackageChanged, timestamp=now, package_id=package_id, changes=diff, changed_by=changed_by
+                self.PackageChanged,
+                timestamp=now,
+                package_id=package_id,
+                changes=diff,
+                changed_by=changed_by,
+                actor_role=actor_role,
+                request_id=request_id,
             )
         return list(diff)
 
@@ -254,6 +298,8 @@ class PackageCatalogue(Aggregate):
         package_id: str
         fields: dict[str, Any]
         added_by: str
+        actor_role: str | None = None
+        request_id: str | None = None
 
         def apply(self, catalogue: PackageCatalogue) -> None:
             catalogue.packages[self.package_id] = dict(self.fields)
@@ -265,6 +311,8 @@ class PackageCatalogue(Aggregate):
         package_id: str
         changes: dict[str, list[Any]]
         changed_by: str
+        actor_role: str | None = None
+        request_id: str | None = None
 
         def apply(self, catalogue: PackageCatalogue) -> None:
             for field, (_old, new) in self.changes.items():

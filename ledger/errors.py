@@ -18,6 +18,16 @@ class InvalidCommandError(LedgerError):
         self.reason = reason
 
 
+class StateConflictError(LedgerError):
+    """A well-formed command that the current state does not allow (an id already taken, a limit below
+    another stored limit): the same command may succeed once the state changes."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 class InsufficientCreditsError(LedgerError):
     def __init__(self, *, available_millicredits: int, required_millicredits: int) -> None:
         super().__init__(

@@ -242,7 +242,10 @@ class GroupCommitWriter:
         decided = [self._decide(plan, future, working, markers, fresh=fresh) for plan, future in batch]
         to_save = list(working.values())
         for item in decided:
-            to_save.extend(item.plan.companions)
+            # Only a command decided now brings what it created (a reservation's index); a refused or
+            # replayed one writes nothing of its own.
+            if item.receipt is not None and not item.receipt.replayed:
+                to_save.extend(item.plan.companions)
         for plan, receipt in markers.values():
             assert plan.idempotency is not None  # noqa: S101 - only keyed plans have markers.
             to_save.append(
@@ -319,12 +322,15 @@ class GroupCommitWriter:
         plan.companions.clear()
         try:
             make_receipt = plan.decide(aggregate, marker_id)
-        except LedgerError as error:
-            replay = self.ledger.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
-            if replay is None:
-                item.error = error
-            else:
-                item.receipt = replay
+        except LedgerError as refusal:
+            item.error = refusal
+            try:
+                item.receipt = self.ledger.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
+            except IdempotencyConflictError as conflict:
+                # The key was used before with another body: that caller's answer, not the whole batch's.
+                item.error = conflict
+            if item.receipt is not None:
+                item.error = None
             if shared:
                 # A refused command writes nothing of its own, but the expiries it noticed on an account
                 # already in memory are facts, saved with the batch.

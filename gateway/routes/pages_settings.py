@@ -23,7 +23,13 @@ from gateway.web.forms import InputError, idempotency_key, minor_units, money_in
 from gateway.web.render import locale_of, page
 from ledger.commands import AddPackage, ChangeBillingSettings, ChangePackage
 from ledger.config import BillingSettings
-from ledger.errors import ConcurrencyError, IdempotencyConflictError, InvalidCommandError, NotFoundError
+from ledger.errors import (
+    ConcurrencyError,
+    IdempotencyConflictError,
+    InvalidCommandError,
+    NotFoundError,
+    StateConflictError,
+)
 from ledger.receipts import Receipt
 from projections import page_queries, queries
 
@@ -39,6 +45,8 @@ def _refusal(error: Exception, words: AdminWords) -> tuple[str, str, int]:
         return error.field, words.refusals[error.refusal], 422
     if isinstance(error, InvalidCommandError):
         return PACKAGE_FIELDS.get(error.field, error.field), error.reason, 422
+    if isinstance(error, StateConflictError):
+        return PACKAGE_FIELDS.get(error.field, error.field), error.reason, 409
     if isinstance(error, NotFoundError):
         return "form", words.refusals["not-found"], 404
     if isinstance(error, IdempotencyConflictError):
@@ -46,7 +54,14 @@ def _refusal(error: Exception, words: AdminWords) -> tuple[str, str, int]:
     return "form", words.refusals["busy"], 503
 
 
-REFUSED: Final = (InputError, InvalidCommandError, NotFoundError, IdempotencyConflictError, ConcurrencyError)
+REFUSED: Final = (
+    InputError,
+    InvalidCommandError,
+    StateConflictError,
+    NotFoundError,
+    IdempotencyConflictError,
+    ConcurrencyError,
+)
 
 
 def _done(address: str, what: str, receipt: Receipt) -> Redirect:

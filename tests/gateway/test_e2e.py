@@ -374,7 +374,8 @@ def test_billing_config_changes_partially_and_is_read_back(admin: Api) -> None:
     )
     read = admin.get("/api/admin/billing-config", headers=admin.last_position(changed)).json()
     assert read == changed.json()
-    problem(admin.put("/api/admin/billing-config", json={"hourly_token_limit": 3_000_000}), 422, "validation")
+    # A valid value the stored daily limit does not allow: a conflict with the state, not a malformed request.
+    problem(admin.put("/api/admin/billing-config", json={"hourly_token_limit": 3_000_000}), 409, "conflict")
 
 
 def test_packages_are_added_and_changed_by_admins(gateway: Gateway, admin: Api) -> None:
@@ -543,19 +544,16 @@ def test_a_cursor_is_of_the_documented_form_and_any_of_that_form_is_taken(gatewa
 # its verdict until they are fixed): strict, so each mark goes once its bug is fixed, with its line there.
 
 
-@pytest.mark.xfail(strict=True, reason="ledger/config.py refuses a taken package id as an invalid command (422)")
 def test_a_taken_package_id_is_a_conflict_not_an_invalid_request(admin: Api) -> None:
     body = {"id": "starter", "name": "Again", "credits": 5, "price": {"amount_minor": 500}}
     taken = admin.post("/api/admin/credits/packages", json=body, headers=KEY)
     assert taken.status_code == 409, taken.text
 
 
-@pytest.mark.xfail(strict=True, reason="ledger: a refused keyed reservation leaves its ReservationIndex behind")
 def test_a_reservation_refused_for_want_of_credits_can_be_made_later_with_the_same_key(
     admin: Api, service: Api
 ) -> None:
-    # The refusal writes the reservation's index (group commit saves a refused command's companions), so the same
-    # key's reservation collides with it on every later try: 503 busy, for ever.
+    # A refused reservation writes nothing, not even its index, so the same key can make it once there are funds.
     body = {"user_id": "u1", "estimated_tokens": 1}
     assert service.post("/api/usage/reservations", json=body, headers=KEY).status_code == 402
     fund(admin, "u1", 1_000_000)
@@ -563,7 +561,6 @@ def test_a_reservation_refused_for_want_of_credits_can_be_made_later_with_the_sa
     assert later.status_code in {201, 402}, later.text  # Made now, or the first answer replayed; never 503.
 
 
-@pytest.mark.xfail(strict=True, reason="ledger/config.py refuses a change the stored limits conflict with as 422")
 def test_a_daily_limit_below_the_stored_hourly_one_is_a_conflict(admin: Api) -> None:
     lowered = admin.put("/api/admin/billing-config", json={"daily_token_limit": 1})
     assert lowered.status_code == 409, lowered.text

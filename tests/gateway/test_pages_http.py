@@ -372,7 +372,7 @@ def test_a_billing_config_change_is_the_ledgers_with_its_rules_and_audit_trail(g
         data={"_csrf_token": csrf_of(shown), "idempotency_key": key_of(shown), **wrong}
         | {f"was_{k}": v for k, v in current.items()},
     )
-    assert refused.status_code == 422
+    assert refused.status_code == 409  # As the API answers: the stored limits do not allow it.
     assert "must not exceed daily_token_limit" in html.unescape(refused.text)
     assert 'id="hourly_token_limit-error"' in refused.text
     letters = post_form(admin, "/admin/billing-config", "/admin/billing-config", {**fields, "welcome_credits": "ten"})
@@ -411,7 +411,7 @@ def test_packages_are_added_and_changed_through_the_catalogue(gateway: Gateway) 
         {"id": "studio", "name": "Studio", "credits": "5000", "price": "1500,00", "currency": "BRL", "active": "true"},
     )
     assert added.status_code == 303, added.text
-    page = admin.get("/admin/packages")
+    page = admin.get(added.headers["location"])  # As a browser does: the address waits for the write to show.
     changed = post_form(
         admin,
         "/admin/packages",

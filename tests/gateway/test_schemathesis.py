@@ -259,7 +259,7 @@ def findings(schema: schemathesis.BaseSchema) -> tuple[list[str], set[str]]:
                 describe(event.recorder, case_id, check)
                 for case_id, checks in event.recorder.checks.items()
                 for check in checks
-                if check.status is Status.FAILURE and not known(event.recorder, case_id)
+                if check.status is Status.FAILURE
             )
         elif isinstance(event, events.NonFatalError):
             found.append(f"{event.label}: {event.info.title}: {event.info.message}")
@@ -268,32 +268,6 @@ def findings(schema: schemathesis.BaseSchema) -> tuple[list[str], set[str]]:
         elif isinstance(event, events.EngineFinished):
             found.extend(f"{failure.title}: {failure.message}" for failure in event.failures)
     return found, tested
-
-
-# Findings in the ledger, outside the gateway and the document: each is pinned by a strict xfail test at the end
-# of test_e2e.py that reproduces it, so that once it is fixed that test fails until both its mark and its line
-# here are removed.
-# (operation, status, problem type, field the problem names or None)
-KNOWN_LEDGER_FINDINGS = {
-    # test_a_taken_package_id_is_a_conflict_not_an_invalid_request
-    ("AddPackage", 422, "validation", "id"),
-    # test_a_reservation_refused_for_want_of_credits_can_be_made_later_with_the_same_key
-    ("ReserveCredits", 503, "busy", None),
-    # test_a_daily_limit_below_the_stored_hourly_one_is_a_conflict
-    ("ChangeBillingConfig", 422, "validation", "hourly_token_limit"),
-}
-
-
-def known(recorder: ScenarioRecorder, case_id: str) -> bool:
-    interaction = recorder.interactions.get(case_id)
-    answer = interaction.response if interaction is not None else None
-    if answer is None or not (answer.content or b"").startswith(b"{"):
-        return False
-    problem = json.loads(answer.content or b"")
-    first_error = (problem.get("errors") or [{}])[0]
-    operation = recorder.cases[case_id].value.operation
-    finding = (name(operation), answer.status_code, problem.get("type"), first_error.get("field"))
-    return finding in KNOWN_LEDGER_FINDINGS
 
 
 def describe(recorder: ScenarioRecorder, case_id: str, check: CheckNode) -> str:

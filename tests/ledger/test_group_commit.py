@@ -324,3 +324,22 @@ def test_a_commit_whose_answer_was_lost_answers_keyed_commands_from_their_marker
     assert [type(result).__name__ for result in keyed] == ["DebitReceipt", "DebitReceipt"], results
     assert type(keyless).__name__ in {"DebitReceipt", "StoreUnavailableError"}, results
     assert _debits_in_log(clean_database, "committed") == 3
+
+
+def test_a_key_reused_with_another_body_fails_only_its_own_command(batching: Ledger, clean_database: str) -> None:
+    grant(batching, "reuse", 1_000_000)
+    debit(batching, "reuse", 10, "taken")()
+    # Given a batch holding the same key with another body (which the balance would refuse) and two other
+    # debits, then that caller hears of the conflict and the others are applied.
+    results = together(
+        [
+            lambda: batching.debit_usage(
+                DebitUsage(user_id="reuse", tokens=10**12), idempotency=IdempotencyKey("svc", "taken"), now=T0
+            ),
+            debit(batching, "reuse", 10, "other-1"),
+            debit(batching, "reuse", 10, "other-2"),
+        ]
+    )
+    assert isinstance(results[0], IdempotencyConflictError), results
+    assert [type(result).__name__ for result in results[1:]] == ["DebitReceipt", "DebitReceipt"], results
+    assert _debits_in_log(clean_database, "reuse") == 3

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from ledger.config import DEFAULT_PACKAGES, BillingConfig, BillingSettings, Package, PackageCatalogue
-from ledger.errors import InvalidCommandError, NotFoundError
+from ledger.errors import InvalidCommandError, NotFoundError, StateConflictError
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -37,8 +37,8 @@ def given_catalogue(*packages: Package) -> PackageCatalogue:
     return catalogue
 
 
-def refused(aggregate: Any, command: Any, *args: Any) -> Any:
-    with pytest.raises(InvalidCommandError) as caught:
+def refused(aggregate: Any, command: Any, *args: Any, error: type[Exception] = InvalidCommandError) -> Any:
+    with pytest.raises(error) as caught:
         command(*args)
     assert aggregate.collect_events() == []
     return caught.value
@@ -108,7 +108,8 @@ class TestBillingConfig:
     @pytest.mark.parametrize("change", [{"hourly_token_limit": 2_000_001}, {"daily_token_limit": 499_999}])
     def test_change_rejects_an_hourly_limit_above_the_daily_limit(self, change):
         config = given_config()
-        assert refused(config, config.change, change, "ana", T1).field == "hourly_token_limit"
+        # Each value is valid alone; together with the stored limits they conflict.
+        assert refused(config, config.change, change, "ana", T1, error=StateConflictError).field == "hourly_token_limit"
         assert config.settings == BillingSettings()
 
     def test_change_may_raise_both_limits_together(self):
@@ -166,7 +167,7 @@ class TestPackageCatalogue:
     def test_add_rejects_a_package_id_already_used(self):
         catalogue = given_catalogue(STARTER)
         duplicate = msgspec.structs.replace(STARTER, name="Another starter")
-        assert refused(catalogue, catalogue.add, duplicate, "admin", T1).field == "id"
+        assert refused(catalogue, catalogue.add, duplicate, "admin", T1, error=StateConflictError).field == "id"
 
     @pytest.mark.parametrize("package_id", ["", "has space", "x" * 65, "-_"])
     def test_add_rejects_a_malformed_package_id(self, package_id):
