@@ -5,13 +5,19 @@ These views are kept by one projection because they must agree with each other: 
 usage rows. A batch of events is applied in memory to the rows it touches, then written back in one
 transaction together with the new position. Anything the events contradict (an unknown account, a
 hold that was never opened) stops the projection: a view is never silently wrong.
+
+An analysis is counted once in the roll-ups (their ``analyses``), in the buckets of its first usage in the
+log and for that usage's user: the admin stats then sum a month of hourly rows instead of counting the
+distinct analyses of a month of usage rows. Whether an analysis was seen before is one probe per analysis
+of the batch into the usage rows' analysis index (migration 0008). For the same reason ``account_activity``
+counts the accounts by the hour of their last movement (migration 0009).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +42,7 @@ class BalanceRow:
     position: int = 0
     # What the view held before this batch (None for an account first seen in it), for the totals.
     stored: tuple[int, int] | None = None
+    stored_at: datetime | None = None
 
 
 @dataclass
@@ -45,7 +52,10 @@ class Batch:
     closed_holds: dict[str, int] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     usage: list[tuple[Any, ...]] = field(default_factory=list)
+    # Per bucket: tokens, millicredits, usage events, analyses started.
     rollups: dict[tuple[str, str, datetime], list[int]] = field(default_factory=dict)
+    # Analyses already counted: in the view before this batch, or earlier in it.
+    analyses: set[str] = field(default_factory=set)
 
 
 GRANT_KINDS = {
@@ -74,6 +84,7 @@ class AccountsProjection:
         "credit_transactions",
         "token_usage_logs",
         "usage_rollups",
+        "account_activity",
     )
     topic_prefix: str | tuple[str, ...] = "ledger.CreditAccount."
 
@@ -95,6 +106,7 @@ class AccountsProjection:
         for row in rows:
             balance_row = BalanceRow(*row)
             balance_row.stored = (balance_row.balance, balance_row.reserved)
+            balance_row.stored_at = balance_row.updated_at
             batch.balances[row[1]] = balance_row
         closing = [
             e.reservation_id
@@ -110,6 +122,14 @@ class AccountsProjection:
                 (closing,),
             ).fetchall()
             batch.closed_holds.update({rid: -amount for rid, amount in held})  # Negative: known, not closed.
+        analyses = list({e.analysis_id for _, e in events if isinstance(e, CreditAccount.CreditsDebited)} - {None})
+        if analyses:
+            seen = conn.execute(
+                "SELECT a FROM unnest(%s::text[]) AS a"
+                " WHERE EXISTS (SELECT 1 FROM token_usage_logs WHERE analysis_id = a)",
+                (analyses,),
+            ).fetchall()
+            batch.analyses.update(a for (a,) in seen)
 
     def _apply_one(self, batch: Batch, position: int, event: Any) -> None:  # noqa: C901, PLR0912
         at: datetime = event.timestamp
@@ -212,6 +232,10 @@ class AccountsProjection:
         return -state
 
     def _usage(self, batch: Batch, position: int, user_id: str, usage_id: str, event: Any, at: datetime) -> None:
+        analysis_id: str | None = getattr(event, "analysis_id", None)
+        started = analysis_id is not None and analysis_id not in batch.analyses
+        if analysis_id is not None:
+            batch.analyses.add(analysis_id)
         batch.usage.append(
             (
                 position,
@@ -222,7 +246,7 @@ class AccountsProjection:
                 event.output_tokens,
                 event.model,
                 getattr(event, "agent_id", None),
-                getattr(event, "analysis_id", None),
+                analysis_id,
                 event.amount_millicredits,
                 event.tokens_per_credit,
                 at,
@@ -230,10 +254,11 @@ class AccountsProjection:
         )
         for who in (user_id, ""):
             for granularity, start in (("hour", _hour(at)), ("day", _day(at))):
-                bucket = batch.rollups.setdefault((who, granularity, start), [0, 0, 0])
+                bucket = batch.rollups.setdefault((who, granularity, start), [0, 0, 0, 0])
                 bucket[0] += event.tokens
                 bucket[1] += event.amount_millicredits
                 bucket[2] += 1
+                bucket[3] += started
 
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
         with conn.cursor() as cur:
@@ -273,6 +298,24 @@ class AccountsProjection:
                     [r.position for r in rows],
                 ),
             )
+            gained, lost = _activity_change(rows)
+            if gained:
+                cur.execute(
+                    "INSERT INTO account_activity (hour, accounts)"
+                    " SELECT * FROM unnest(%b::timestamptz[], %b::bigint[])"
+                    " ON CONFLICT (hour) DO UPDATE SET accounts = account_activity.accounts + EXCLUDED.accounts",
+                    (list(gained), list(gained.values())),
+                )
+            if lost:
+                # An hour no account is left in goes, so the rows do not depend on how the log was batched.
+                cur.execute(
+                    "WITH lost (hour, accounts) AS (SELECT * FROM unnest(%b::timestamptz[], %b::bigint[])),"
+                    " emptied AS (DELETE FROM account_activity a USING lost"
+                    "  WHERE a.hour = lost.hour AND a.accounts = lost.accounts)"
+                    " UPDATE account_activity a SET accounts = a.accounts - lost.accounts FROM lost"
+                    " WHERE a.hour = lost.hour AND a.accounts <> lost.accounts",
+                    (list(lost), list(lost.values())),
+                )
             if batch.new_holds:
                 cur.executemany(
                     "INSERT INTO credit_holds (reservation_id, user_id, held_millicredits, expires_at)"
@@ -301,12 +344,13 @@ class AccountsProjection:
                 keys = sorted(batch.rollups)
                 cur.execute(
                     "INSERT INTO usage_rollups (user_id, granularity, bucket_start, tokens, amount_millicredits,"
-                    " events) SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::bigint[],"
-                    " %b::bigint[], %b::bigint[])"
+                    " events, analyses) SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[],"
+                    " %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])"
                     " ON CONFLICT (user_id, granularity, bucket_start)"
                     " DO UPDATE SET tokens = usage_rollups.tokens + EXCLUDED.tokens,"
                     " amount_millicredits = usage_rollups.amount_millicredits + EXCLUDED.amount_millicredits,"
-                    " events = usage_rollups.events + EXCLUDED.events",
+                    " events = usage_rollups.events + EXCLUDED.events,"
+                    " analyses = usage_rollups.analyses + EXCLUDED.analyses",
                     (
                         [key[0] for key in keys],
                         [key[1] for key in keys],
@@ -314,8 +358,24 @@ class AccountsProjection:
                         [batch.rollups[key][0] for key in keys],
                         [batch.rollups[key][1] for key in keys],
                         [batch.rollups[key][2] for key in keys],
+                        [batch.rollups[key][3] for key in keys],
                     ),
                 )
+
+
+def _activity_change(rows: Iterable[BalanceRow]) -> tuple[dict[datetime, int], dict[datetime, int]]:
+    """How a batch moves the accounts between the hours of their last movement: gained, lost per hour."""
+    change: dict[datetime, int] = {}
+    for row in rows:
+        if row.stored_at is not None:
+            before = _hour(row.stored_at.astimezone(UTC))
+            change[before] = change.get(before, 0) - 1
+        if row.updated_at is not None:
+            after = _hour(row.updated_at.astimezone(UTC))
+            change[after] = change.get(after, 0) + 1
+    gained = {hour: n for hour, n in sorted(change.items()) if n > 0}
+    lost = {hour: -n for hour, n in sorted(change.items()) if n < 0}
+    return gained, lost
 
 
 def _totals_change(rows: Iterable[BalanceRow]) -> tuple[int, int, int]:

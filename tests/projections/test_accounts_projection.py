@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import migrations
 from ledger.application import Ledger
 from ledger.commands import (
     AdjustCredits,
@@ -100,16 +102,17 @@ def test_a_scripted_history_gives_exact_rows(pg_ledger: Ledger, clean_database: 
     assert rows(clean_database, "SELECT count(*) FROM credit_holds") == [(0,)]
     assert rows(
         clean_database,
-        "SELECT user_id, granularity, tokens, amount_millicredits, events FROM usage_rollups"
+        "SELECT user_id, granularity, tokens, amount_millicredits, events, analyses FROM usage_rollups"
         " ORDER BY user_id, granularity, bucket_start",
     ) == [
-        ("", "day", 52_000, 52_000, 3),
-        ("", "hour", 51_000, 51_000, 2),
-        ("", "hour", 1_000, 1_000, 1),
-        ("u1", "day", 52_000, 52_000, 3),
-        ("u1", "hour", 51_000, 51_000, 2),
-        ("u1", "hour", 1_000, 1_000, 1),
+        ("", "day", 52_000, 52_000, 3, 1),
+        ("", "hour", 51_000, 51_000, 2, 1),
+        ("", "hour", 1_000, 1_000, 1, 0),
+        ("u1", "day", 52_000, 52_000, 3, 1),
+        ("u1", "hour", 51_000, 51_000, 2, 1),
+        ("u1", "hour", 1_000, 1_000, 1, 0),
     ]
+    assert rows(clean_database, "SELECT hour, accounts FROM account_activity") == [(T0 + timedelta(hours=1), 1)]
     assert verify(clean_database) == []
 
 
@@ -121,6 +124,7 @@ def _views(url: str) -> list[list[tuple[Any, ...]]]:
         rows(url, "SELECT * FROM token_usage_logs ORDER BY position"),
         rows(url, "SELECT * FROM usage_rollups ORDER BY user_id, granularity, bucket_start"),
         rows(url, "SELECT * FROM account_totals"),
+        rows(url, "SELECT * FROM account_activity ORDER BY hour"),
     ]
 
 
@@ -134,6 +138,80 @@ def test_rebuilding_in_other_batch_sizes_gives_the_same_rows(pg_ledger: Ledger, 
         conn.execute("DELETE FROM projection_positions WHERE name = 'accounts'")
     ProjectionRunner(clean_database, AccountsProjection(), batch_size=500).catch_up()
     assert _views(clean_database) == incremental
+
+
+def analyses_script(ledger: Ledger) -> None:
+    """One analysis over three hours and two days, the same id used again by another user, a second one."""
+    for user in ("u1", "u2"):
+        ledger.grant_credits(
+            GrantCredits(user_id=user, amount_millicredits=10**6, source="purchase"), idempotency=None, now=T0
+        )
+    for user, analysis, hours in (
+        ("u1", "an-1", 23),
+        ("u1", "an-1", 24),
+        ("u1", None, 24),
+        ("u2", "an-1", 25),
+        ("u2", "an-2", 25),
+        ("u1", "an-1", 26),
+        ("u2", "an-2", 49),
+    ):
+        ledger.debit_usage(
+            DebitUsage(user_id=user, tokens=10, analysis_id=analysis),
+            idempotency=None,
+            now=T0 + timedelta(hours=hours),
+        )
+
+
+ROLLUP_ANALYSES = (
+    "SELECT user_id, granularity, bucket_start, events, analyses FROM usage_rollups"
+    " ORDER BY user_id, granularity, bucket_start"
+)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 500])
+def test_an_analysis_counts_once_in_the_buckets_of_its_first_usage(
+    pg_ledger: Ledger, clean_database: str, batch_size: int
+) -> None:
+    analyses_script(pg_ledger)
+    ProjectionRunner(clean_database, AccountsProjection(), batch_size=batch_size).catch_up()
+    hour = [T0 + timedelta(hours=n) for n in range(50)]
+    day = [T0 + timedelta(days=n) for n in range(3)]
+    assert rows(clean_database, ROLLUP_ANALYSES) == [
+        ("", "day", day[0], 1, 1),
+        ("", "day", day[1], 5, 1),  # an-1 started the day before; an-2 starts here (with u2).
+        ("", "day", day[2], 1, 0),
+        ("", "hour", hour[23], 1, 1),
+        ("", "hour", hour[24], 2, 0),
+        ("", "hour", hour[25], 2, 1),
+        ("", "hour", hour[26], 1, 0),
+        ("", "hour", hour[49], 1, 0),
+        ("u1", "day", day[0], 1, 1),
+        ("u1", "day", day[1], 3, 0),
+        ("u1", "hour", hour[23], 1, 1),
+        ("u1", "hour", hour[24], 2, 0),
+        ("u1", "hour", hour[26], 1, 0),
+        ("u2", "day", day[1], 2, 1),  # an-1 was u1's first: only an-2 counts for u2.
+        ("u2", "day", day[2], 1, 0),
+        ("u2", "hour", hour[25], 2, 1),
+        ("u2", "hour", hour[49], 1, 0),
+    ]
+    assert rows(clean_database, "SELECT hour, accounts FROM account_activity ORDER BY hour") == [
+        (hour[26], 1),
+        (hour[49], 1),
+    ]
+
+
+def test_migration_0009_fills_the_counts_the_projection_keeps(pg_ledger: Ledger, clean_database: str) -> None:
+    analyses_script(pg_ledger)
+    run(pg_ledger, "u3", [("grant", 300_000), ("reserve", 100_000), ("debit", 5), ("settle", 7), ("wait", 999)])
+    ProjectionRunner(clean_database, AccountsProjection(), batch_size=3).catch_up()
+    projected = _views(clean_database)
+    migration = Path(migrations.__file__).with_name("0009_dashboard_counts.sql").read_text()
+    with psycopg.connect(clean_database) as conn:
+        conn.execute("UPDATE usage_rollups SET analyses = 0")
+        conn.execute("DROP TABLE account_activity")
+        conn.execute(migration.encode())
+    assert _views(clean_database) == projected
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

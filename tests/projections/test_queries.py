@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ledger.application import Ledger
 from ledger.commands import DebitUsage, GrantCredits, ReserveCredits
 from ledger.errors import InvalidCommandError
-from projections import queries
+from projections import page_queries, queries
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
 from projections.payments import PaymentsProjection
@@ -229,6 +229,24 @@ async def test_system_stats_are_exact(pg_ledger: Ledger, clean_database: str, po
     assert not stats.sales_paused
     later = await queries.system_stats(pool, now=T0 + timedelta(days=40))
     assert (later.tokens_used_30d, later.analyses_30d) == (0, 0)
+
+
+async def test_active_users_count_the_accounts_that_moved_in_the_window(
+    pg_ledger: Ledger, clean_database: str, pool: Any
+):
+    moved = {"a": 10, "b": 40, "c": 80, "d": 300, "e": 301}  # Minutes after T0 of each account's last movement.
+    for user, minutes in moved.items():
+        pg_ledger.grant_credits(
+            GrantCredits(user_id=user, amount_millicredits=1_000, source="admin"),
+            idempotency=None,
+            now=T0 + timedelta(minutes=minutes),
+        )
+    project(clean_database)
+    window = timedelta(days=30)
+    for since_minutes in (0, 9, 10, 30, 40, 60, 61, 299, 300, 301, 400):
+        now = T0 + window + timedelta(minutes=since_minutes)
+        found = await page_queries.active_users(pool, now=now, window=window)
+        assert found == sum(1 for minutes in moved.values() if minutes > since_minutes), since_minutes
 
 
 async def test_packages_and_settings_read_from_their_views(pg_ledger: Ledger, clean_database: str, pool: Any):

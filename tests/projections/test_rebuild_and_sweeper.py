@@ -37,6 +37,7 @@ VIEWS = {
     "token_usage_logs": "position",
     "usage_rollups": "user_id, granularity, bucket_start",
     "account_totals": "name",
+    "account_activity": "hour",
     "billing_config": "key",
     "credit_packages": "id",
     "stripe_payments": "checkout_session_id",
