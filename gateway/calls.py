@@ -21,10 +21,12 @@ from litestar.datastructures import State
 from litestar.params import HeaderParameter
 
 from gateway.live import publish
+from gateway.logs import REQUEST_ID
 from gateway.metrics import COMMANDS, REPLAYS
 from gateway.schemas import VISIBLE_ASCII
 from ledger.amounts import MAX_AMOUNT
 from ledger.application import Ledger
+from ledger.commands import Origin
 from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.receipts import Receipt
 
@@ -70,6 +72,10 @@ MinPositionHeader = Annotated[
 
 # Account use cases that read nothing before deciding, so they can be queued from the event loop.
 QUEUED_DIRECTLY = frozenset({"debit_usage", "reserve_credits", "grant_credits", "adjust_credits"})
+
+
+# Changes the audit trail records: the ledger writes the caller's role and the request id into their events.
+AUDITED = frozenset({"adjust_credits", "change_billing_settings", "add_package", "change_package"})
 
 
 # The longest a request waits for the ledger. A command not answered by then may still commit: its caller
@@ -127,8 +133,11 @@ async def run_command(
 ) -> R:
     """Run a caller's command under their idempotency key, then tell live streams the balance moved."""
     state = request.app.state
+    audit: dict[str, Any] = {}
+    if getattr(method, "__name__", "") in AUDITED:
+        audit["origin"] = Origin(actor_role=request.user.role, request_id=REQUEST_ID.get())
     receipt: R = await state.calls.command(
-        operation, method, command, idempotency=request.user.idempotency(key), now=state.clock()
+        operation, method, command, idempotency=request.user.idempotency(key), now=state.clock(), **audit
     )
     user_id = getattr(receipt, "user_id", None)
     if user_id is not None:

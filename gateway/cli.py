@@ -1,4 +1,4 @@
-"""The ``ledger`` command line: serve, migrate, seed, project, verify, rebuild, token.
+"""The ``ledger`` command line: serve, migrate, seed, project, verify, rebuild, config, stripe, token.
 
 An error a person can fix (a setting, a database that does not answer, a port in use) is one or two
 lines on stderr and a non-zero exit: 2 for a configuration or usage error, 1 for anything else.
@@ -7,6 +7,7 @@ lines on stderr and a non-zero exit: 2 for a configuration or usage error, 1 for
 from __future__ import annotations
 
 import argparse
+import getpass
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from gateway.logs import configure_logging
 from gateway.serving import ROLES, ServeOptions, say_unreachable, serve
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.wiring import DatabaseUnreachable, build_ledger, open_database, utc_now
+from ledger.config import SETTING_BOUNDS
 
 MAX_TOKEN_TTL_SECONDS = 366 * 86_400
 
@@ -66,10 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     command("migrate", "apply the SQL migrations")
     command("seed", "create the default billing configuration and packages")
     command("project", "run the projection worker (a second one stands by)")
-    command("verify", "recompute every balance from the events and compare with the view")
+    command("verify", "recompute balances, billing settings and packages from the events and compare with the views")
     rebuild = command("rebuild", "rebuild projections from the first event, then switch")
     names = [projection.name for projection in all_projections()]
     rebuild.add_argument("name", nargs="?", choices=names, help="one projection (default: all of them)")
+
+    config_tasks = command("config", "billing settings, changed through the ledger (an audited event)").add_subparsers(
+        dest="task", required=True, metavar="task"
+    )
+    setting = command("set", "change one billing setting, as the actor cli:<your login name>", config_tasks)
+    setting.add_argument(
+        "key",
+        choices=sorted(SETTING_BOUNDS),
+        metavar="KEY",
+        help="; ".join(f"{key} ({low} to {high})" for key, (low, high) in sorted(SETTING_BOUNDS.items())),
+    )
+    setting.add_argument("value", type=int, metavar="VALUE", help="a whole number within the key's range")
 
     stripe_commands = command("stripe", "Stripe tasks").add_subparsers(dest="task", required=True, metavar="task")
     sync = command("sync-products", "one Stripe product and price per package", stripe_commands)
@@ -256,6 +270,32 @@ def _stripe(settings: Settings, database_url: str, args: argparse.Namespace) -> 
     return 0
 
 
+def _config(settings: Settings, database_url: str, args: argparse.Namespace) -> int:
+    """Exit 0: changed (or already so); 2: a value the setting does not take; 1: refused by the others."""
+    from ledger.commands import ChangeBillingSettings, Origin  # noqa: PLC0415
+    from ledger.errors import InvalidCommandError, LedgerError  # noqa: PLC0415
+
+    ledger = build_ledger(settings, database_url, group_commit=False)
+    try:
+        old = ledger.billing_settings()
+        receipt = ledger.change_billing_settings(
+            ChangeBillingSettings(changes={args.key: args.value}, changed_by=f"cli:{getpass.getuser()}"),
+            now=utc_now(),
+            origin=Origin(actor_role="system"),
+        )
+    except LedgerError as error:
+        print(f"ledger: refused: {error}", file=sys.stderr)
+        return 2 if isinstance(error, InvalidCommandError) else 1
+    finally:
+        ledger.close()
+    before = getattr(old, args.key)
+    if receipt.changed:
+        print(f"{args.key}: {before} -> {args.value} (position {receipt.position})")
+    else:
+        print(f"{args.key}: already {args.value}")
+    return 0
+
+
 DATABASE_COMMANDS: dict[str, Callable[[Settings, str, argparse.Namespace], int]] = {
     "migrate": _migrate,
     "seed": _seed,
@@ -263,6 +303,7 @@ DATABASE_COMMANDS: dict[str, Callable[[Settings, str, argparse.Namespace], int]]
     "verify": _verify,
     "rebuild": _rebuild,
     "stripe": _stripe,
+    "config": _config,
 }
 
 

@@ -15,6 +15,7 @@ import msgspec
 
 from ledger.amounts import MAX_AMOUNT
 from ledger.errors import InvalidCommandError
+from projections.queries import HistoryItem
 
 MAX_TTL_SECONDS = 86_400
 
@@ -270,3 +271,24 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 UserOrder = Literal["balance_desc", "updated_desc"]
+
+
+# Time travel: the balance as of an instant, and statements (gateway.statements).
+
+
+class BalanceAtInstant(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    balance_millicredits: int
+    reserved_millicredits: int
+    available_millicredits: int
+    balance_credits: str
+    as_of: datetime
+
+
+class StatementResponse(msgspec.Struct, frozen=True, kw_only=True, rename={"start": "from", "end": "to"}):
+    user_id: str
+    start: datetime
+    end: datetime
+    opening_balance_millicredits: int
+    closing_balance_millicredits: int
+    movements: list[HistoryItem]

@@ -152,6 +152,8 @@ class CreditAccount(Aggregate):
         description: str | None,
         granted_by: str | None,
         now: datetime,
+        actor_role: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
@@ -172,6 +174,8 @@ class CreditAccount(Aggregate):
             reference=reference,
             description=description,
             granted_by=granted_by,
+            actor_role=actor_role,
+            request_id=request_id,
         )
 
     def debit(
@@ -308,7 +312,15 @@ class CreditAccount(Aggregate):
         return self._expire_due_holds(now)
 
     def remove(
-        self, *, adjustment_id: str, amount_millicredits: int, reason: str, removed_by: str, now: datetime
+        self,
+        *,
+        adjustment_id: str,
+        amount_millicredits: int,
+        reason: str,
+        removed_by: str,
+        now: datetime,
+        actor_role: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         """An admin's removal: it may not take more than the available balance."""
         if not is_amount(amount_millicredits):
@@ -327,6 +339,8 @@ class CreditAccount(Aggregate):
             amount_millicredits=amount_millicredits,
             reason=reason,
             removed_by=removed_by,
+            actor_role=actor_role,
+            request_id=request_id,
         )
 
     def revoke(
@@ -423,6 +437,9 @@ class CreditAccount(Aggregate):
         reference: str | None
         description: str | None
         granted_by: str | None
+        # Who asked and in which request, for the audit trail; absent from events stored before it was.
+        actor_role: str | None = None
+        request_id: str | None = None
 
         def apply(self, account: CreditAccount) -> None:
             account.balance_millicredits += self.amount_millicredits
@@ -498,6 +515,8 @@ class CreditAccount(Aggregate):
         amount_millicredits: int
         reason: str
         removed_by: str
+        actor_role: str | None = None
+        request_id: str | None = None
 
         def apply(self, account: CreditAccount) -> None:
             account.balance_millicredits -= self.amount_millicredits

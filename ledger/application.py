@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid4
 
@@ -31,6 +31,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from ledger.account import CreditAccount
+from ledger.as_of import AccountAsOf, AccountHistory, Statement
 from ledger.commands import (
     AddPackage,
     AdjustCredits,
@@ -41,6 +42,7 @@ from ledger.commands import (
     GrantCredits,
     IdempotencyKey,
     InitializeAccount,
+    Origin,
     ReleaseReservation,
     ReserveCredits,
     RevokeCredits,
@@ -102,6 +104,8 @@ MAX_ATTEMPTS = 25
 # Settings are read from their own aggregate at most this often; a change made here applies at once.
 SETTINGS_MAX_AGE_SECONDS = 1.0
 LOCK_STRIPES = 1024
+# A statement covers at most a year (and a day, for a leap year), so one request reads a bounded period.
+MAX_STATEMENT_PERIOD = timedelta(days=366)
 
 
 class Ledger(Application):  # type: ignore[type-arg]
@@ -277,9 +281,15 @@ class Ledger(Application):  # type: ignore[type-arg]
         return self._run(command, "release", idempotency, now, decide)
 
     def adjust_credits(
-        self, command: AdjustCredits, *, idempotency: IdempotencyKey | None, now: datetime
+        self,
+        command: AdjustCredits,
+        *,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        origin: Origin | None = None,
     ) -> AdjustmentReceipt:
         """An admin's correction: grants a positive amount, removes a negative one (never past available)."""
+        who = _who(origin)
 
         def decide(
             account: CreditAccount, _: BillingSettings, marker: UUID | None
@@ -297,6 +307,7 @@ class Ledger(Application):  # type: ignore[type-arg]
                     description=command.reason,
                     granted_by=command.admin_id,
                     now=now,
+                    **who,
                 )
             else:
                 account.remove(
@@ -305,6 +316,7 @@ class Ledger(Application):  # type: ignore[type-arg]
                     reason=command.reason,
                     removed_by=command.admin_id,
                     now=now,
+                    **who,
                 )
             return lambda position: AdjustmentReceipt(
                 position=position,
@@ -456,6 +468,22 @@ class Ledger(Application):  # type: ignore[type-arg]
             updated_at=account.modified_on,
         )
 
+    def balance_as_of(self, user_id: str, *, at: datetime, now: datetime) -> AccountAsOf:
+        """The balance, holds and available credits exactly as they were at ``at``, from the events."""
+        if at > now:
+            raise InvalidCommandError("at", "must not be in the future")
+        return AccountHistory(self, user_id).as_of(at)
+
+    def statement(self, user_id: str, *, start: datetime, end: datetime, now: datetime) -> Statement:
+        """The movements from ``start`` (included) to ``end`` (excluded), with the balances at both ends."""
+        if start > end:
+            raise InvalidCommandError("from", "must not be after to")
+        if end > now:
+            raise InvalidCommandError("to", "must not be in the future")
+        if end - start > MAX_STATEMENT_PERIOD:
+            raise InvalidCommandError("to", f"must be at most {MAX_STATEMENT_PERIOD.days} days after from")
+        return AccountHistory(self, user_id).statement(start, end)
+
     def refresh_accounts(self, ids: list[UUID]) -> None:
         """Bring the cached copies of these accounts up to date, and load the missing ones: two queries in all.
 
@@ -538,7 +566,12 @@ class Ledger(Application):  # type: ignore[type-arg]
             return self._settings
 
     def change_billing_settings(
-        self, command: ChangeBillingSettings, *, idempotency: IdempotencyKey | None = None, now: datetime
+        self,
+        command: ChangeBillingSettings,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        now: datetime,
+        origin: Origin | None = None,
     ) -> SettingsReceipt:
         """Apply a partial update of the billing settings; it applies to the next command at once."""
 
@@ -550,7 +583,7 @@ class Ledger(Application):  # type: ignore[type-arg]
             return config
 
         def decide(config: BillingConfig, _: UUID | None) -> Callable[[int], SettingsReceipt]:
-            changed = config.change(dict(command.changes), command.changed_by, now)
+            changed = config.change(dict(command.changes), command.changed_by, now, **_who(origin))
             return lambda position: SettingsReceipt(position=position, settings=dict(config.values), changed=changed)
 
         def saved(config: BillingConfig) -> None:
@@ -622,7 +655,12 @@ class Ledger(Application):  # type: ignore[type-arg]
         return catalogue.get(package_id)
 
     def add_package(
-        self, command: AddPackage, *, idempotency: IdempotencyKey | None = None, now: datetime
+        self,
+        command: AddPackage,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        now: datetime,
+        origin: Origin | None = None,
     ) -> PackageReceipt:
         package = Package(
             id=command.package_id,
@@ -635,16 +673,23 @@ class Ledger(Application):  # type: ignore[type-arg]
         )
 
         def decide(catalogue: PackageCatalogue, _: UUID | None) -> Callable[[int], PackageReceipt]:
-            catalogue.add(package, command.added_by, now)
+            catalogue.add(package, command.added_by, now, **_who(origin))
             return lambda position: _package_receipt(position, catalogue.get(package.id), list(PACKAGE_FIELDS))
 
         return self._change_catalogue(command, "add-package", idempotency, now, decide)
 
     def change_package(
-        self, command: ChangePackage, *, idempotency: IdempotencyKey | None = None, now: datetime
+        self,
+        command: ChangePackage,
+        *,
+        idempotency: IdempotencyKey | None = None,
+        now: datetime,
+        origin: Origin | None = None,
     ) -> PackageReceipt:
         def decide(catalogue: PackageCatalogue, _: UUID | None) -> Callable[[int], PackageReceipt]:
-            changed = catalogue.change(command.package_id, dict(command.changes), command.changed_by, now)
+            changed = catalogue.change(
+                command.package_id, dict(command.changes), command.changed_by, now, **_who(origin)
+            )
             return lambda position: _package_receipt(position, catalogue.get(command.package_id), changed)
 
         return self._change_catalogue(command, "change-package", idempotency, now, decide)
@@ -661,7 +706,7 @@ class Ledger(Application):  # type: ignore[type-arg]
         if PACKAGE_CATALOGUE_ID not in self.repository:
             catalogue = PackageCatalogue.open(now)
             for package in DEFAULT_PACKAGES:
-                catalogue.add(package, "seed", now)
+                catalogue.add(package, "seed", now, actor_role="system")
             try:
                 self.save(catalogue)
                 seeded = True
@@ -959,6 +1004,13 @@ RECEIPT_TYPES: dict[str, type[Receipt]] = {
         PaymentReceipt,
     )
 }
+
+
+def _who(origin: Origin | None) -> dict[str, str | None]:
+    """The audit fields an audited change's events carry."""
+    if origin is None:
+        return {}
+    return {"actor_role": origin.actor_role, "request_id": origin.request_id}
 
 
 def _package_receipt(position: int, package: Package, changed: list[str]) -> PackageReceipt:

@@ -119,5 +119,16 @@ class IdempotencyKey(msgspec.Struct, frozen=True):
     key: str
 
 
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """The role of whoever asked and the request it came in, recorded in the events of an audited change.
+
+    It travels beside the command, like ``now``: a retry comes in another request but is the same command,
+    so it must not change the fingerprint.
+    """
+
+    actor_role: str
+    request_id: str | None = None
+
+
 class Clock(msgspec.Struct, frozen=True):
     now: datetime

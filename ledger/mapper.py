@@ -29,11 +29,16 @@ def _decoder_for(cls: type) -> msgspec.json.Decoder[Any]:
     decoder = _DECODERS.get(cls)
     if decoder is None:
         hints = typing.get_type_hints(cls)
+        # A field added later carries a default, and an event stored before it decodes to that default.
         fields: list[Any] = [
-            (field.name, hints.get(field.name, Any)) for field in dataclasses.fields(cls) if field.name not in _SKIPPED
+            (field.name, hints.get(field.name, Any))
+            if field.default is dataclasses.MISSING
+            else (field.name, hints.get(field.name, Any), field.default)
+            for field in dataclasses.fields(cls)
+            if field.name not in _SKIPPED
         ]
         fields.append(("class_version", int, 1))
-        decoder = _DECODERS[cls] = msgspec.json.Decoder(msgspec.defstruct(f"{cls.__name__}State", fields))
+        decoder = _DECODERS[cls] = msgspec.json.Decoder(msgspec.defstruct(f"{cls.__name__}State", fields, kw_only=True))
     return decoder
 
 

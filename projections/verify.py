@@ -13,6 +13,7 @@ import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
 from ledger.account import CreditAccount
+from ledger.config import PACKAGE_FIELDS, BillingConfig, PackageCatalogue
 from ledger.mapper import MsgspecMapper
 
 FIELDS = (
@@ -79,7 +80,7 @@ def verify(database_url: str) -> list[str]:
         totals = conn.execute(
             "SELECT credits_in_circulation_millicredits, users_with_balance, reserved_millicredits FROM account_totals"
         ).fetchone() or (0, 0, 0)
-    differences = []
+        differences = catalogue_differences(conn)
     for user in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(user), actual.get(user)
         if want != have:
@@ -96,6 +97,70 @@ def verify(database_url: str) -> list[str]:
             )
         )
     return differences
+
+
+def expected_catalogue(conn: psycopg.Connection[Any], up_to: int) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """The billing settings (with ``sales_paused`` as 0 or 1) and the packages, as their events say."""
+    mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
+    settings: dict[str, int] = {}
+    packages: dict[str, dict[str, Any]] = {}
+    rows = conn.execute(
+        "SELECT originator_id, originator_version, topic, state FROM ledger_events"
+        " WHERE (topic LIKE 'ledger.BillingConfig.%%' OR topic LIKE 'ledger.PackageCatalogue.%%')"
+        " AND notification_id <= %s ORDER BY notification_id",
+        (up_to,),
+    ).fetchall()
+    for oid, version, topic, state in rows:
+        event = mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state)))
+        if isinstance(event, BillingConfig.Seeded):
+            settings.update(event.values)
+        elif isinstance(event, BillingConfig.SettingChanged):
+            settings[event.key] = event.new_value
+        elif isinstance(event, BillingConfig.SalesPaused | BillingConfig.SalesResumed):
+            settings["sales_paused"] = int(isinstance(event, BillingConfig.SalesPaused))
+        elif isinstance(event, PackageCatalogue.PackageAdded):
+            packages[event.package_id] = dict(event.fields)
+        elif isinstance(event, PackageCatalogue.PackageChanged):
+            packages[event.package_id].update({field: new for field, (_, new) in event.changes.items()})
+    return settings, packages
+
+
+def catalogue_differences(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every difference between ``billing_config`` / ``credit_packages`` and their events, at the view's position.
+
+    These are the tables an operator might be tempted to edit with SQL; an edit there changes nothing the
+    ledger applies (it reads the events) and is undone by a rebuild, so it is reported rather than trusted.
+    """
+    row = conn.execute("SELECT position FROM projection_positions WHERE name = 'catalogue'").fetchone()
+    settings, packages = expected_catalogue(conn, row[0] if row else 0)
+    stored = dict(conn.execute("SELECT key, value FROM billing_config").fetchall())
+    differences = [
+        f"billing_config {key}: events say {_value(settings.get(key))}, view says {_value(stored.get(key))}"
+        for key in sorted(settings.keys() | stored.keys())
+        if settings.get(key) != stored.get(key)
+    ]
+    columns = ", ".join(PACKAGE_FIELDS)
+    rows = conn.execute(f"SELECT id, {columns} FROM credit_packages").fetchall()  # noqa: S608 - our columns.
+    in_view = {r[0]: dict(zip(PACKAGE_FIELDS, r[1:], strict=True)) for r in rows}
+    for package_id in sorted(packages.keys() | in_view.keys()):
+        want, have = packages.get(package_id), in_view.get(package_id)
+        if want is None or have is None:
+            differences.append(
+                f"credit_packages {package_id}: events say {'nothing' if want is None else 'a package'},"
+                f" view says {'nothing' if have is None else 'a package'}"
+            )
+            continue
+        differences.extend(
+            f"credit_packages {package_id} {field}: events say {_value(want.get(field))},"
+            f" view says {_value(have[field])}"
+            for field in PACKAGE_FIELDS
+            if want.get(field) != have[field]
+        )
+    return differences
+
+
+def _value(value: Any) -> str:
+    return "nothing" if value is None else repr(value)
 
 
 def _fmt(values: tuple[Any, ...] | None) -> str:

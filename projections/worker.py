@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from ledger.application import Ledger
 from projections.accounts import AccountsProjection
+from projections.audit import AuditProjection
 from projections.catalogue import CatalogueProjection
 from projections.payments import PaymentsProjection
 from projections.runner import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_SECONDS, Projection, ProjectionRunner
@@ -15,7 +16,7 @@ from projections.sweeper import HoldSweeper
 
 
 def all_projections() -> list[Projection]:
-    return [AccountsProjection(), CatalogueProjection(), PaymentsProjection()]
+    return [AccountsProjection(), CatalogueProjection(), PaymentsProjection(), AuditProjection()]
 
 
 def all_runners(

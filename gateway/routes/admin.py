@@ -12,11 +12,13 @@ from litestar.params import PathParameter, QueryParameter
 from gateway.auth import Principal, requires
 from gateway.calls import IdempotencyKeyHeader, MinPositionHeader, OptionalIdempotencyKeyHeader, reply, run_command
 from gateway.openapi import ApiController, body_example, problem_responses
-from gateway.routes.user import CURSOR_DESCRIPTION, Limit, wait_for
+from gateway.routes.user import CURSOR_DESCRIPTION, READ_WAIT_SECONDS, Limit, wait_for
 from gateway.schemas import (
     PACKAGE_ID_PATTERN,
+    VISIBLE_ASCII,
     AdjustRequest,
     AdjustResponse,
+    BalanceAtInstant,
     BillingConfigPatch,
     BillingConfigView,
     PackageCreate,
@@ -24,13 +26,51 @@ from gateway.schemas import (
     PackagePatch,
     PackageResponse,
     Price,
+    StatementResponse,
     UserOrder,
+)
+from gateway.statements import (
+    AS_OF_DESCRIPTION,
+    STATEMENT_422,
+    STATEMENT_DESCRIPTION,
+    AtQuery,
+    FromQuery,
+    StatementOperation,
+    ToQuery,
+    parse_instant,
+    read_balance_at,
+    read_statement,
 )
 from ledger.commands import AddPackage, AdjustCredits, ChangeBillingSettings, ChangePackage
 from ledger.receipts import PackageReceipt
-from projections import queries
+from projections import audit_queries, queries
+from projections.audit import AuditProjection
 
 PackageIdPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=PACKAGE_ID_PATTERN)]
+UserIdPath = Annotated[
+    str, PathParameter(min_length=1, max_length=128, pattern=VISIBLE_ASCII, description="The user's id")
+]
+AuditCursor = Annotated[
+    str | None,
+    QueryParameter(required=False, pattern=audit_queries.AUDIT_CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
+]
+ActorQuery = Annotated[
+    str | None,
+    QueryParameter(
+        required=False,
+        min_length=1,
+        max_length=128,
+        pattern=VISIBLE_ASCII,
+        description="Only changes by this actor: a token's sub, system, or cli:<login name>",
+    ),
+]
+# Text with the actions as its enum, not an optional Literal: that would be documented as "an action or null".
+ActionQuery = Annotated[
+    str | None,
+    QueryParameter(
+        required=False, schema_extra={"enum": list(audit_queries.ACTIONS)}, description="Only changes of this action"
+    ),
+]
 UsersCursor = Annotated[
     str | None,
     QueryParameter(required=False, pattern=queries.USERS_CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
@@ -85,6 +125,66 @@ class AdminController(ApiController):
         state = request.app.state
         headers = await wait_for(state, min_position)
         page = await queries.users(state.pool, order=order, limit=limit, cursor=cursor)
+        return Response(page, headers=headers)
+
+    @get(
+        "/credits/users/{user_id:str}/balance",
+        operation_id="GetUserBalanceAsOf",
+        summary="A user's balance, holds and available credits as of an instant (now by default)",
+        description=AS_OF_DESCRIPTION + " Without at: as of now, from the events too.",
+        responses=problem_responses(
+            details={422: "A parameter is out of range, or at is in the future; nothing was read."}
+        ),
+    )
+    async def user_balance(
+        self, request: Request[Principal, Any, State], user_id: UserIdPath, at: AtQuery = None
+    ) -> Response[BalanceAtInstant]:
+        state = request.app.state
+        when = parse_instant("at", at) if at is not None else state.clock()
+        return Response(await read_balance_at(state, user_id, when))
+
+    @get(
+        "/credits/users/{user_id:str}/statement",
+        operation_id="GetUserStatement",
+        summary="A user's movements between two instants, with the balances at both ends",
+        description=STATEMENT_DESCRIPTION,
+        responses=problem_responses(details={422: STATEMENT_422}),
+        operation_class=StatementOperation,
+    )
+    async def user_statement(
+        self, request: Request[Principal, Any, State], user_id: UserIdPath, start: FromQuery, end: ToQuery
+    ) -> Response[StatementResponse]:
+        return await read_statement(request, user_id, start, end)
+
+    @get(
+        "/audit",
+        operation_id="ListAuditEntries",
+        summary="Every change made by an admin, a service or the system, other than usage; newest first",
+        description="One entry per recorded change: adjustments (new holds the signed amount), billing settings "
+        "(one entry per setting, old and new its value), packages (added: new holds its fields; changed: old and "
+        "new the changed fields), sales paused and resumed by the oversell guard (actor system). actor is the "
+        "token's sub, or system for the ledger's own actions; actor_role and request_id are null for changes "
+        "recorded before they were. id is the log position of the change. A request replayed under its "
+        "Idempotency-Key changes nothing and adds no entry. Paginated with limit and cursor.",
+        responses=problem_responses(),
+    )
+    async def audit(
+        self,
+        request: Request[Principal, Any, State],
+        min_position: MinPositionHeader = 0,
+        actor: ActorQuery = None,
+        action: ActionQuery = None,
+        limit: Limit = queries.DEFAULT_PAGE_SIZE,
+        cursor: AuditCursor = None,
+    ) -> Response[audit_queries.AuditPage]:
+        state = request.app.state
+        # The audit trail is a view of its own: the other views' position says nothing about it.
+        headers = {}
+        if min_position and not await queries.wait_for_position(
+            state.pool, min_position, names=(AuditProjection.name,), timeout_seconds=READ_WAIT_SECONDS
+        ):
+            headers["Ledger-Stale"] = "true"
+        page = await audit_queries.audit(state.pool, actor=actor, action=action, limit=limit, cursor=cursor)
         return Response(page, headers=headers)
 
     @post(

@@ -15,6 +15,19 @@ from gateway.auth import Principal, requires
 from gateway.calls import MinPositionHeader
 from gateway.live import balance_events
 from gateway.openapi import ApiController, problem_responses
+from gateway.schemas import BalanceAtInstant, StatementResponse
+from gateway.statements import (
+    AS_OF_DESCRIPTION,
+    STATEMENT_422,
+    STATEMENT_DESCRIPTION,
+    AtQuery,
+    FromQuery,
+    StatementOperation,
+    ToQuery,
+    parse_instant,
+    read_balance_at,
+    read_statement,
+)
 from ledger.errors import InvalidCommandError
 from projections import queries
 
@@ -64,14 +77,20 @@ class UserCreditsController(ApiController):
     @get(
         "/balance",
         operation_id="GetBalance",
-        summary="The caller's balance, holds and available credits",
-        description="Holds past their expiry no longer count. A user with no events yet has zeros.",
-        responses=problem_responses(),
+        summary="The caller's balance, holds and available credits, now or as of an instant",
+        description="Holds past their expiry no longer count. A user with no events yet has zeros. "
+        + AS_OF_DESCRIPTION,
+        responses=problem_responses(
+            details={422: "A parameter is out of range, or at is in the future; nothing was read."}
+        ),
     )
     async def balance(
-        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0
-    ) -> Response[queries.BalanceView]:
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0, at: AtQuery = None
+    ) -> Response[queries.BalanceView | BalanceAtInstant]:
         state = request.app.state
+        if at is not None:
+            # From the events themselves: exact whatever the views' lag, so there is no position to wait for.
+            return Response(await read_balance_at(state, request.user.sub, parse_instant("at", at)))
         headers = await wait_for(state, min_position)
         view = await queries.balance(state.pool, request.user.sub, now=state.clock())
         return Response(view, headers=headers)
@@ -114,6 +133,19 @@ class UserCreditsController(ApiController):
         headers = await wait_for(state, min_position)
         page = await queries.history(state.pool, request.user.sub, limit=limit, cursor=cursor)
         return Response(page, headers=headers)
+
+    @get(
+        "/statement",
+        operation_id="GetStatement",
+        summary="The caller's movements between two instants, with the balances at both ends",
+        description=STATEMENT_DESCRIPTION,
+        responses=problem_responses(details={422: STATEMENT_422}),
+        operation_class=StatementOperation,
+    )
+    async def statement(
+        self, request: Request[Principal, Any, State], start: FromQuery, end: ToQuery
+    ) -> Response[StatementResponse]:
+        return await read_statement(request, request.user.sub, start, end)
 
     @get(
         "/usage",

@@ -130,6 +130,12 @@ ROUTES = [
     Route("GET", "/api/credits/history", ("user",), read("/api/credits/history")),
     Route("GET", "/api/credits/usage", ("user",), read("/api/credits/usage?granularity=day")),
     Route(
+        "GET",
+        "/api/credits/statement",
+        ("user",),
+        read("/api/credits/statement?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"),
+    ),
+    Route(
         "POST",
         "/api/credits/purchase",
         ("user",),
@@ -171,6 +177,19 @@ ROUTES = [
     # Admin.
     Route("GET", "/api/admin/credits/stats", ("admin",), read("/api/admin/credits/stats")),
     Route("GET", "/api/admin/credits/users", ("admin",), read("/api/admin/credits/users")),
+    Route(
+        "GET",
+        "/api/admin/credits/users/{user_id}/balance",
+        ("admin",),
+        read(f"/api/admin/credits/users/{FUNDED_USER}/balance"),
+    ),
+    Route(
+        "GET",
+        "/api/admin/credits/users/{user_id}/statement",
+        ("admin",),
+        read(f"/api/admin/credits/users/{FUNDED_USER}/statement?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z"),
+    ),
+    Route("GET", "/api/admin/audit", ("admin",), read("/api/admin/audit")),
     Route(
         "POST",
         "/api/admin/credits/adjust",

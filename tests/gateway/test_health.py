@@ -42,6 +42,7 @@ async def test_ready_reports_each_projection_caught_up(
     assert body["checks"]["database"] == "ok"
     assert {name: lag["lag_events"] for name, lag in body["checks"]["projections"].items()} == {
         "accounts": 0,
+        "audit": 0,
         "catalogue": 0,
         "payments": 0,
     }

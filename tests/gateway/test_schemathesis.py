@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from schemathesis.wfc.escalation import restore_identity_assignments
 from gateway.cli import mint_token
 from gateway.openapi import ecma
 from ledger.amounts import MAX_AMOUNT
+from ledger.application import MAX_STATEMENT_PERIOD
 from projections import queries
 from projections.queries import MAX_USAGE_RANGE
 from tests.gateway.server import SECRET, Gateway, private_database, running
@@ -193,6 +194,10 @@ def as_documented(_: Any, case: Case) -> Case:
         _position_already_reached(case.headers)
     if isinstance(case.query, MutableMapping) and case.operation.definition.raw.get("operationId") == "GetUsage":
         _usage_range_within_bounds(case.query)
+    if isinstance(case.query, MutableMapping) and name(case.operation) in {"GetBalance", "GetUserBalanceAsOf"}:
+        _instant_not_in_the_future(case.query)
+    if isinstance(case.query, MutableMapping) and name(case.operation) in {"GetStatement", "GetUserStatement"}:
+        _period_in_the_past(case.query)
     if isinstance(case.body, dict):
         case.body = _integers_written_as_integers(case.body)
         _token_total_within_bounds(case.body)
@@ -220,6 +225,33 @@ def _usage_range_within_bounds(query: MutableMapping[str, Any]) -> None:
         return
     if start.tzinfo is not None and end.tzinfo is not None and not timedelta(0) <= end - start <= longest:
         query["to"] = query["from"]
+
+
+# A time the document allows that is surely in the past.
+PAST = "2026-01-01T00:00:00Z"
+
+
+def _instant_not_in_the_future(query: MutableMapping[str, Any]) -> None:
+    # GetBalance, GetUserBalanceAsOf: the balance as of an instant that has not come yet is 422.
+    try:
+        moment = msgspec.convert(query["at"], datetime)
+    except (KeyError, TypeError, msgspec.ValidationError):
+        return
+    if moment.tzinfo is not None and moment > datetime.now(UTC):
+        query["at"] = PAST
+
+
+def _period_in_the_past(query: MutableMapping[str, Any]) -> None:
+    # GetStatement, GetUserStatement: from is not after to, to is not in the future, and they are at most 366
+    # days apart.
+    try:
+        start, end = msgspec.convert(query["from"], datetime), msgspec.convert(query["to"], datetime)
+    except (KeyError, TypeError, msgspec.ValidationError):
+        return
+    if start.tzinfo is None or end.tzinfo is None:
+        return
+    if not start <= end <= datetime.now(UTC) or end - start > MAX_STATEMENT_PERIOD:
+        query["from"] = query["to"] = PAST
 
 
 def _integers_written_as_integers(value: Any) -> Any:
@@ -338,7 +370,15 @@ HAPPY_PATHS: dict[str, Callable[[Gateway], dict[str, Any]]] = {
     "ChangePackage": lambda _: {"path_parameters": {"package_id": "professional"}, "body": {"active": True}},
     "PurchaseCredits": lambda _: {"body": {"package_id": "starter"}, "headers": key()},
     "GetUsage": lambda _: {"query": {"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}},
+    "GetStatement": lambda _: {"query": {"from": PAST, "to": _now()}},
+    "GetUserStatement": lambda _: {"path_parameters": {"user_id": FUNDED_USER}, "query": {"from": PAST, "to": _now()}},
+    "GetUserBalanceAsOf": lambda _: {"path_parameters": {"user_id": FUNDED_USER}, "query": {"at": _now()}},
+    "ListAuditEntries": lambda _: {"query": {"action": "credits.adjusted", "limit": 1}},
 }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 @pytest.mark.parametrize("operation_id", HAPPY_PATHS)
@@ -369,7 +409,7 @@ def test_the_document_states_every_bound_the_server_checks(gateway: Gateway) -> 
     parameters = {(o["operationId"], p["name"]): p["schema"] for o in operations for p in o.get("parameters", [])}
     # Litestar left out a bound of 0: a negative read position was allowed, and refused.
     positions = [schema for (_, parameter), schema in parameters.items() if parameter == "Ledger-Min-Position"]
-    assert len(positions) == 7
+    assert len(positions) == 8
     assert all((schema["type"], schema["minimum"]) == ("integer", 0) for schema in positions)
     # A cursor was any string of 1 to 200 characters, and all but the server's own base64 JSON were refused.
     assert parameters["GetHistory", "cursor"]["pattern"] == ecma(queries.HISTORY_CURSOR_PATTERN)

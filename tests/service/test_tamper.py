@@ -71,8 +71,12 @@ def write_activity(database_url: str) -> None:
             )
     finally:
         ledger.close()
+    with psycopg.connect(database_url) as conn:
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
     for runner in all_runners(database_url):
-        runner.catch_up()
+        # On a database migrated only partly, a view whose migration has not run yet is built once it has.
+        if set(runner.projection.tables) <= tables:
+            runner.catch_up()
 
 
 @pytest.fixture
