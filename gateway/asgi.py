@@ -16,6 +16,7 @@ from litestar import Litestar
 
 from gateway.app import create_app
 from gateway.logs import configure_logging
+from gateway.serving import MASTER_PID_VARIABLE
 from gateway.settings import SettingsError, load_settings
 from gateway.wiring import build_ledger
 
@@ -45,7 +46,7 @@ def stop_when_orphaned(parent_pid: int) -> None:
 
 
 def app_from_environment() -> Litestar:
-    stop_when_orphaned(os.getppid())
+    stop_when_orphaned(int(os.environ.get(MASTER_PID_VARIABLE) or os.getppid()))
     settings = load_settings()
     if settings.database_url is None:
         raise SettingsError("worker processes need LEDGER_DATABASE_URL (ledger serve sets it for them)")

@@ -36,6 +36,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # themselves when the stop signal arrives (gateway.live), so this bounds only a request that hangs.
 GRACEFUL_SHUTDOWN_SECONDS = 2
 HOW_TO_RUN = "python3 -m uv run ledger"
+# Set by `ledger serve` for its workers (gateway.asgi): the master's process id.
+MASTER_PID_VARIABLE = "LEDGER_SERVE_MASTER_PID"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +166,9 @@ def _serve_app(
     # development secret are passed on to them.
     os.environ["LEDGER_DATABASE_URL"] = database_url
     os.environ["LEDGER_JWT_SECRET"] = settings.jwt_secret
+    # Each worker compares its parent with this, so a worker whose master died while it was still
+    # starting (before it could note its parent) knows it too.
+    os.environ[MASTER_PID_VARIABLE] = str(os.getpid())
     config = uvicorn.Config("gateway.asgi:app_from_environment", factory=True, workers=workers, **common)
     listener.set_inheritable(True)
     supervisor = Multiprocess(config, sockets=[listener])  # From here on it handles the stop signals.

@@ -150,3 +150,25 @@ def test_killing_the_serve_master_takes_its_workers_down_and_the_port_can_be_ser
     # and a new serve on the same port starts and becomes ready
     expect(second_serves, f"a new `ledger serve` on port {port} starts and is ready: {second_description}")
     expect.verify()
+
+
+@pytest.mark.timeout(120)
+def test_workers_whose_master_dies_while_they_start_do_not_serve_on(
+    private_postgres: PrivatePostgres, scratch: Path
+) -> None:
+    # Given `ledger serve` with two workers that have just been started (still importing, not serving)
+    database_url = private_postgres.create_database("master_kill_early", migrated=True)
+    port = free_port()
+    first = serve(port, service_env(database_url), scratch, "serve-early")
+    try:
+        assert wait_until(lambda: len(children(first.pid)) >= 2 or not first.running(), READY_WITHIN_SECONDS)
+        workers = children(first.pid)
+        # when the master is killed before they could see it,
+        os.kill(first.pid, signal.SIGKILL)
+        first.process.wait(timeout=10)
+        # then they stop once started instead of serving on alone (startup takes a few seconds here).
+        gone = wait_until(lambda: not any(alive(pid) for pid in workers), READY_WITHIN_SECONDS)
+        assert gone is not None, f"still alive: {[pid for pid in workers if alive(pid)]}"
+        assert not accepts_connections(port)
+    finally:
+        first.stop()
