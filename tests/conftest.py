@@ -13,9 +13,11 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from ledger.application import Ledger
 from ledger.persistence import memory_env, postgres_env
@@ -29,9 +31,23 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STATE_TABLES = ("ledger_events", "ledger_snapshots")
 
 
+# The suite runs in parallel processes (pytest-xdist, `-n auto` in pyproject.toml); each has a database of
+# its own (tests empty theirs before each test) and a Redis database of its own. Embedded, each process
+# starts its own server.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+REDIS_DATABASES = 16
+
+
+def _worker_number() -> int:
+    return int(WORKER.removeprefix("gw")) if WORKER.startswith("gw") else 0
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     url = os.environ.get("LEDGER_TEST_DATABASE_URL")
+    if url and WORKER:
+        yield from _database_of_this_worker(url)
+        return
     if url:
         apply_migrations(url)
         yield url
@@ -45,6 +61,22 @@ def database_url() -> Iterator[str]:
             yield server.url
         finally:
             server.stop()
+
+
+def _database_of_this_worker(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database beside the configured one, named after it and this worker; dropped after."""
+    parts = urlsplit(server_url)
+    name = f"{parts.path.lstrip('/')}_{WORKER}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    try:
+        apply_migrations(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -98,7 +130,11 @@ def redis_url() -> str:
         if REQUIRE_SERVICES:
             pytest.fail("LEDGER_TEST_REDIS_URL is not set but LEDGER_REQUIRE_SERVICES=1")
         pytest.skip("LEDGER_TEST_REDIS_URL is not set")
-    return url
+    if not WORKER:
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.lstrip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(base + 1 + _worker_number()) % REDIS_DATABASES}"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
