@@ -38,7 +38,7 @@ from tests.faults.service import (
     service_env,
 )
 
-LOAD_USERS = [f"u{k}" for k in range(8)]
+LOAD_USERS = [f"u{k}" for k in range(4)]
 READ_USERS = LOAD_USERS[:2]
 BASELINE_SECONDS = 2.0
 # A real restart takes seconds, not the fraction of one a stopped test server needs to start again:

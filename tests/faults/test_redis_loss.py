@@ -30,10 +30,10 @@ from tests.faults.checks import (
 from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary, short_temp_dir
 from tests.faults.service import FUNDING_MILLICREDITS, BalanceStream, WriteLoad, bearer, deployment, fund
 
-LOAD_USERS = [f"u{k}" for k in range(8)]
+LOAD_USERS = [f"u{k}" for k in range(4)]
 LISTENER = "listener"
 BASELINE_SECONDS = 2.0
-REDIS_DOWN_SECONDS = 5.0
+REDIS_DOWN_SECONDS = 3.0
 LOAD_AFTER_RECOVERY_SECONDS = 3.0
 # A stream re-reads the balance by itself every 15 s (gateway.live); hearing a change well within that
 # means the change was published and delivered through Redis.

@@ -61,7 +61,7 @@ IDENTITIES = {"user": "user", "peer": "user", "service": "service", "admin": "ad
 # whole answer to check; tests/gateway/test_live.py checks it.
 NOT_FUZZED = {"StreamBalance"}
 FUNDED_USER = "schemathesis-funded"
-MAX_EXAMPLES = 100
+MAX_EXAMPLES = 50
 # The answers to a request the document allows: Schemathesis's defaults, and 402, the document's own answer to a
 # valid request from an account short of credits. Never 400 or 422.
 ACCEPTED = ["2xx", "3xx", "401", "402", "403", "404", "409", "429"]
