@@ -7,7 +7,6 @@ standby) against a PostgreSQL private to this module, which the tests kill and s
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.faults.checks import (
     view_balances,
     views_caught_up,
 )
-from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary, short_temp_dir
+from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary
 from tests.faults.service import (
     FUNDING_MILLICREDITS,
     LedgerProcess,
@@ -47,24 +46,6 @@ DOWN_SECONDS = 2.0
 WRITES_BACK_WITHIN_SECONDS = 15.0
 LOAD_AFTER_RECOVERY_SECONDS = 3.0
 VIEWS_CATCH_UP_WITHIN_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    root = short_temp_dir("lf-run-")
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

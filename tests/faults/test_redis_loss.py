@@ -8,7 +8,6 @@ standby) against a PostgreSQL and a Redis private to this module; the test kills
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from tests.faults.checks import (
     slowest,
     views_caught_up,
 )
-from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary, short_temp_dir
+from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary
 from tests.faults.service import FUNDING_MILLICREDITS, BalanceStream, WriteLoad, bearer, deployment, fund
 
 LOAD_USERS = [f"u{k}" for k in range(4)]
@@ -39,24 +38,6 @@ LOAD_AFTER_RECOVERY_SECONDS = 3.0
 # means the change was published and delivered through Redis.
 HEARD_WITHIN_SECONDS = 3.0
 LIVE_DEBITS = 3
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    root = short_temp_dir("lf-run-")
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,39 +8,19 @@ Issue 12. Against a PostgreSQL private to this module.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.faults.checks import Expectations, print_report
-from tests.faults.servers import PrivatePostgres, accepts_connections, free_port, short_temp_dir, wait_until
+from tests.faults.servers import PrivatePostgres, accepts_connections, free_port, wait_until
 from tests.faults.service import LedgerProcess, service_env
 
 WORKERS_GONE_WITHIN_SECONDS = 5.0
 READY_WITHIN_SECONDS = 60.0
-
-
-@pytest.fixture(scope="module")
-def private_postgres() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    root = short_temp_dir("lf-run-")
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def children(pid: int) -> list[int]:

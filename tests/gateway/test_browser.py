@@ -17,38 +17,15 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, expect
 
 from tests.gateway.server import Api, Gateway, running
 from tests.gateway.test_stripe import buy, deliver, state
 from tests.stripe_fake import FakeStripe
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and nothing of Chromium's own that would open a connection on a closed network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).parents[1] / "screenshots"
 WIDE = {"width": 1280, "height": 800}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # The sync API keeps its own event loop marked as running while it lives; a module fixture ends it before
-    # the async tests of other modules run.
-    if not CHROMIUM.exists():
-        pytest.skip(f"chromium is not installed at {CHROMIUM}: apt-get install chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

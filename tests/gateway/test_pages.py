@@ -17,29 +17,17 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from gateway.cli import mint_token
 from tests.gateway.server import SECRET, Api, Gateway, running
-from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, Offline
+from tests.gateway.test_browser import SCREENSHOTS, Offline
 from tests.gateway.test_pages_http import wait_for_views
 from tests.gateway.test_stripe import deliver, state
 from tests.stripe_fake import FakeStripe
 
 WIDTHS = ({"width": 1280, "height": 800}, {"width": 375, "height": 812})
 LIVE_TIMEOUT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # The sync API keeps its own event loop marked as running while it lives; a module fixture ends it before
-    # the async tests of other modules run.
-    if not CHROMIUM.exists():
-        pytest.skip(f"chromium is not installed at {CHROMIUM}: apt-get install chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
