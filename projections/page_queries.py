@@ -14,9 +14,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ledger.config import BillingConfig
 from ledger.errors import InvalidCommandError
-from ledger.ids import BILLING_CONFIG_ID
+from projections import audit_queries
 from projections.queries import MAX_PAGE_SIZE, USERS_CURSOR_PATTERN, UserBalance, UserOrder, UserPage
 
 # Counting a view's unapplied events stops here: past it the view is far behind whatever the exact number.
@@ -62,19 +61,6 @@ class ConfigChange(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     old_value: int | None
     new_value: int
-
-
-class _SettingChangedState(msgspec.Struct, frozen=True):
-    """The stored state of ``BillingConfig.SettingChanged``, as the ledger's mapper writes it."""
-
-    timestamp: datetime
-    key: str
-    old_value: int | None
-    new_value: int
-    changed_by: str
-
-
-_SETTING_CHANGED: Final = msgspec.json.Decoder(_SettingChangedState)
 
 
 async def latest_movements(pool: Any, *, limit: int = 10) -> list[Movement]:
@@ -208,25 +194,17 @@ async def view_lags(pool: Any) -> list[ViewLag]:
 
 
 async def config_changes(pool: Any, *, limit: int = 50) -> list[ConfigChange]:
-    """The billing settings' changes, newest first, from the configuration aggregate's own events."""
-    rows = await pool.fetch(
-        "SELECT notification_id, state FROM ledger_events WHERE originator_id = $1 AND topic = $2"
-        " ORDER BY originator_version DESC LIMIT $3",
-        BILLING_CONFIG_ID,
-        BillingConfig.SettingChanged.TOPIC,
-        min(max(limit, 1), MAX_PAGE_SIZE),
-    )
-    changes = []
-    for row in rows:
-        state = _SETTING_CHANGED.decode(row["state"])
-        changes.append(
-            ConfigChange(
-                position=row["notification_id"],
-                at=state.timestamp,
-                changed_by=state.changed_by,
-                key=state.key,
-                old_value=state.old_value,
-                new_value=state.new_value,
-            )
+    """The billing settings' changes, newest first, from the audit trail (one setting a row)."""
+    page = await audit_queries.audit(pool, action="billing_config.changed", limit=min(max(limit, 1), MAX_PAGE_SIZE))
+    return [
+        ConfigChange(
+            position=entry.id,
+            at=entry.at,
+            changed_by=entry.actor,
+            key=key,
+            old_value=entry.old.get(key),
+            new_value=value,
         )
-    return changes
+        for entry in page.items
+        for key, value in entry.new.items()
+    ]

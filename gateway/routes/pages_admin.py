@@ -63,10 +63,10 @@ def is_user_id(text: str) -> bool:
     return True
 
 
-async def wait_for_write(state: State, at: str | None) -> None:
+async def wait_for_write(state: State, at: str | None, *, views: tuple[str, ...] = queries.ALL_PROJECTIONS) -> None:
     """Read-your-writes after a form's redirect: the views catch up with the write it names first."""
     if at and at.isdigit() and len(at) <= MAX_POSITION_DIGITS:
-        await queries.wait_for_position(state.pool, int(at), timeout_seconds=2.0)
+        await queries.wait_for_position(state.pool, int(at), names=views, timeout_seconds=2.0)
 
 
 async def _redis_ok(state: State) -> bool | None:

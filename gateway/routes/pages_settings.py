@@ -76,7 +76,7 @@ class BillingConfigPage(Controller):
     async def show(
         self, request: Request[Any, Any, State], state: State, done: Query = None, at: Query = None
     ) -> Template:
-        await wait_for_write(state, at)
+        await wait_for_write(state, at, views=(*queries.ALL_PROJECTIONS, "audit"))  # Its change history.
         return await self._page(request, state, done=done)
 
     @post("/", status_code=303)
