@@ -101,6 +101,8 @@ def _send_all(curs: Cursor[DictRow]) -> None:
     (libpq buffers it for the pipeline's own fetch), so waiting for either direction cannot deadlock.
     """
     pgconn = curs.connection.pgconn
+    if not pgconn.flush():
+        return  # All sent already, as nearly always: no selector to make on the write path.
     deadline = time.monotonic() + SEND_TIMEOUT_SECONDS
     with selectors.DefaultSelector() as selector:
         selector.register(pgconn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE)
