@@ -20,7 +20,7 @@ import jwt
 from gateway.logs import configure_logging
 from gateway.serving import ROLES, ServeOptions, say_unreachable, serve
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.wiring import DatabaseUnreachable, build_ledger, open_database, utc_now
+from gateway.wiring import DatabaseUnreachable, build_ledger, delivery_worker, open_database, recipients, utc_now
 from ledger.config import SETTING_BOUNDS
 
 MAX_TOKEN_TTL_SECONDS = 366 * 86_400
@@ -192,14 +192,19 @@ def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> in
         ledger,
         batch_size=settings.projection_batch_size,
         interval_seconds=settings.projection_interval_ms / 1000,
+        recipients=recipients(settings),
+        stripe_failure_threshold=settings.stripe_failure_alert_threshold,
     )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
+    deliveries = delivery_worker(settings, database_url)
     worker.start()
+    deliveries.start()
     print("ledger: projection worker started (standing by if another is active)", flush=True)
     while not stopping.is_set() and not worker.failed.is_set():
         stopping.wait(0.5)
+    deliveries.stop()
     worker.stop()
     ledger.close()
     if worker.failed.is_set():

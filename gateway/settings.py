@@ -8,6 +8,7 @@ minted with ``ledger token`` keep working across restarts on that machine.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,13 @@ from pathlib import Path
 import msgspec
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# After the first try, seven more, the last about 31.6 hours in (25 to 38 with the jitter of +-20%):
+# Standard Webhooks' example schedule, cut at eight tries.
+DEFAULT_RETRY_SECONDS = (5, 300, 1_800, 7_200, 18_000, 36_000, 50_400)
+MAX_RETRIES = 30
+MAX_RETRY_DELAY_SECONDS = 7 * 86_400
+EMAIL = re.compile(r"[^@\s,]{1,64}@[^@\s,]{1,255}")
+MAIL_LOCALES = ("pt-BR", "en")
 
 
 class SettingsError(Exception):
@@ -48,6 +56,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pix_expires_after_seconds: int
     checkout_success_url: str
     checkout_cancel_url: str
+    smtp_url: str | None
+    mail_from: str
+    alert_emails: tuple[str, ...]
+    alert_locale: str
+    webhook_allow_private_networks: bool
+    webhook_timeout_seconds: int
+    notification_retry_seconds: tuple[int, ...]
+    stripe_failure_alert_threshold: int
 
     @property
     def embedded(self) -> bool:
@@ -73,6 +89,35 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     if value is not None and not value.startswith(tuple(f"{scheme}://" for scheme in schemes)):
         raise SettingsError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").lower()
+    if raw not in {"true", "false", "1", "0", "yes", "no"}:
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+    return raw in {"true", "1", "yes"}
+
+
+def _emails(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+    for address in addresses:
+        if not EMAIL.fullmatch(address):
+            raise SettingsError(f"{name} must be email addresses separated by commas, got {address!r}")
+    return addresses
+
+
+def _retry_schedule(env: Mapping[str, str]) -> tuple[int, ...]:
+    name = "LEDGER_NOTIFICATION_RETRY_SECONDS"
+    raw = env.get(name) or ",".join(str(delay) for delay in DEFAULT_RETRY_SECONDS)
+    try:
+        delays = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be whole seconds separated by commas, got {raw!r}") from None
+    if not 1 <= len(delays) <= MAX_RETRIES or not all(0 <= delay <= MAX_RETRY_DELAY_SECONDS for delay in delays):
+        raise SettingsError(
+            f"{name} must list 1 to {MAX_RETRIES} delays of 0 to {MAX_RETRY_DELAY_SECONDS} seconds, got {raw!r}"
+        )
+    return delays
 
 
 def _log_level(env: Mapping[str, str]) -> str:
@@ -122,7 +167,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         checkout_success_url=env.get("LEDGER_CHECKOUT_SUCCESS_URL")
         or f"{public_url}/credits/success?session_id={{CHECKOUT_SESSION_ID}}",
         checkout_cancel_url=env.get("LEDGER_CHECKOUT_CANCEL_URL") or f"{public_url}/credits/cancel",
+        smtp_url=_url(env, "LEDGER_SMTP_URL", ("smtp", "smtp+starttls", "smtps")),
+        mail_from=env.get("LEDGER_MAIL_FROM") or "ledger@localhost",
+        alert_emails=_emails(env, "LEDGER_ALERT_EMAILS"),
+        alert_locale=_choice(env, "LEDGER_ALERT_LOCALE", MAIL_LOCALES),
+        webhook_allow_private_networks=_bool(env, "LEDGER_WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+        webhook_timeout_seconds=_int(env, "LEDGER_WEBHOOK_TIMEOUT_SECONDS", 10, 1, 60),
+        notification_retry_seconds=_retry_schedule(env),
+        stripe_failure_alert_threshold=_int(env, "LEDGER_STRIPE_FAILURE_ALERT_THRESHOLD", 5, 0, 1_000_000),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _development_secret(data_dir: Path) -> str:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -21,6 +22,10 @@ from gateway.settings import Settings
 from ledger.application import Ledger
 from ledger.persistence import postgres_env
 from migrations import apply_migrations
+from projections.outbox import Recipients
+
+if TYPE_CHECKING:
+    from gateway.outbound.deliveries import DeliveryWorker
 
 
 def utc_now() -> datetime:
@@ -190,6 +195,39 @@ def prepare_database(settings: Settings, database_url: str) -> list[str]:
     return applied
 
 
+def recipients(settings: Settings) -> Recipients:
+    """Who the notifier addresses by email: nobody while no SMTP server is configured."""
+    return Recipients(
+        email_enabled=settings.smtp_url is not None,
+        alert_emails=settings.alert_emails,
+        alert_locale=settings.alert_locale,
+    )
+
+
+def delivery_worker(settings: Settings, database_url: str) -> DeliveryWorker:
+    """The sender of notifications; one runs beside each projection worker, sharing the work."""
+    from gateway.outbound.deliveries import DeliveryWorker  # noqa: PLC0415 - only where projections run.
+    from gateway.outbound.sending import Mailer  # noqa: PLC0415
+
+    mailer = (
+        Mailer(
+            settings.smtp_url,
+            mail_from=settings.mail_from,
+            public_url=settings.public_url,
+            timeout_seconds=settings.webhook_timeout_seconds,
+        )
+        if settings.smtp_url is not None
+        else None
+    )
+    return DeliveryWorker(
+        database_url,
+        retry_seconds=settings.notification_retry_seconds,
+        webhook_timeout_seconds=settings.webhook_timeout_seconds,
+        allow_private_networks=settings.webhook_allow_private_networks,
+        mailer=mailer,
+    )
+
+
 @contextmanager
 def running_projections(settings: Settings, database_url: str) -> Iterator[None]:
     """The projections and the hold sweeper follow the log in this process while the block runs; where
@@ -202,10 +240,15 @@ def running_projections(settings: Settings, database_url: str) -> Iterator[None]
         sweeper_ledger,
         batch_size=settings.projection_batch_size,
         interval_seconds=settings.projection_interval_ms / 1000,
+        recipients=recipients(settings),
+        stripe_failure_threshold=settings.stripe_failure_alert_threshold,
     )
+    deliveries = delivery_worker(settings, database_url)
     worker.start()
+    deliveries.start()
     try:
         yield
     finally:
+        deliveries.stop()
         worker.stop()
         sweeper_ledger.close()

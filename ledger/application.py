@@ -606,14 +606,16 @@ class Ledger(Application):  # type: ignore[type-arg]
     def prepare_purchase(self, package_id: str, *, potential_tokens: int, now: datetime) -> Package:
         """Check that a package may be bought now: it exists, is on sale, and passes the oversell guard.
 
-        ``potential_tokens`` is what the credits in circulation could buy, from the read side.
+        ``potential_tokens`` is what the credits in circulation could buy, from the read side. A refusal
+        writes nothing: whether sales are paused is a state of the system (``evaluate_sales``), not the
+        answer to one attempt.
         """
         package = self.get_package(package_id)
         if not package.active:
             raise NotFoundError("package", package_id)
         settings = self.billing_settings()
         package_tokens = package.credits * settings.tokens_per_credit
-        if not self.guard_sale(potential_tokens=potential_tokens, package_tokens=package_tokens, now=now):
+        if not self._billing_config(now).sale_allowed(potential_tokens=potential_tokens, package_tokens=package_tokens):
             raise SalesPausedError(
                 potential_tokens=potential_tokens,
                 package_tokens=package_tokens,
@@ -621,24 +623,33 @@ class Ledger(Application):  # type: ignore[type-arg]
             )
         return package
 
-    def guard_sale(self, *, potential_tokens: int, package_tokens: int, now: datetime) -> bool:
-        """True if a package of ``package_tokens`` may be sold now; records pausing and resuming."""
+    def evaluate_sales(self, *, circulation_millicredits: int, smallest_package_credits: int, now: datetime) -> bool:
+        """Record whether sales are paused and the API-usage alert raised, for these figures of the read
+        side; True if that changed anything."""
         for _ in range(MAX_ATTEMPTS):
             with self._singleton_lock:
-                try:
-                    config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
-                except AggregateNotFoundError:
-                    config = BillingConfig.seed(BillingSettings(), now)
-                allowed = config.guard_sale(potential_tokens=potential_tokens, package_tokens=package_tokens, now=now)
+                config = self._billing_config(now)
+                config.evaluate_sales(
+                    circulation_millicredits=circulation_millicredits,
+                    smallest_package_credits=smallest_package_credits,
+                    now=now,
+                )
                 if not config.pending_events:
-                    return allowed
+                    return False
                 try:
                     self.save(config)
                 except IntegrityError:
                     _pause()
                     continue
-                return allowed
+                return True
         raise ConcurrencyError("billing configuration kept changing")
+
+    def _billing_config(self, now: datetime) -> BillingConfig:
+        try:
+            config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
+        except AggregateNotFoundError:
+            return BillingConfig.seed(BillingSettings(), now)
+        return config
 
     def list_packages(self) -> list[Package]:
         try:

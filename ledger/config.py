@@ -27,6 +27,12 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True):
     min_balance_for_analysis_millicredits: int = 100 * MILLICREDITS_PER_CREDIT
     tokens_per_credit: int = 1_000
     welcome_credits: int = 0
+    # Notifications: a user is told once when their available balance falls below this, and again only
+    # after it has risen to it; an hour's usage is unusual at this many times the user's hourly average
+    # over the seven days before, and at least this many tokens.
+    low_balance_threshold_millicredits: int = 200 * MILLICREDITS_PER_CREDIT
+    unusual_consumption_factor: int = 5
+    unusual_consumption_min_tokens: int = 100_000
 
     @property
     def welcome_millicredits(self) -> int:
@@ -42,7 +48,39 @@ SETTING_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "min_balance_for_analysis_millicredits": (0, MAX_AMOUNT),
     "tokens_per_credit": (1, 1_000_000_000),
     "welcome_credits": (0, 1_000_000_000),
+    "low_balance_threshold_millicredits": (0, MAX_AMOUNT),
+    "unusual_consumption_factor": (2, 1_000),
+    "unusual_consumption_min_tokens": (1, MAX_AMOUNT),
 }
+
+
+class SalesJudgement(msgspec.Struct, frozen=True, kw_only=True):
+    potential_tokens: int
+    package_tokens: int
+    api_monthly_limit_tokens: int
+    alert_threshold_percent: int
+    sales_paused: bool
+    api_usage_reached: bool
+
+
+def judge_sales(
+    settings: BillingSettings, *, circulation_millicredits: int, smallest_package_credits: int
+) -> SalesJudgement:
+    """Where the system stands against the API limit: sales pause when the smallest package on sale would
+    pass the oversell guard, and the API-usage alert is raised when the credits in circulation reach the
+    threshold on their own (potential tokens at ``alert_threshold_percent`` of the monthly limit)."""
+    potential = circulation_millicredits * settings.tokens_per_credit // MILLICREDITS_PER_CREDIT
+    package_tokens = smallest_package_credits * settings.tokens_per_credit
+    allowed = settings.alert_threshold_percent * settings.api_monthly_limit_tokens
+    return SalesJudgement(
+        potential_tokens=potential,
+        package_tokens=package_tokens,
+        api_monthly_limit_tokens=settings.api_monthly_limit_tokens,
+        alert_threshold_percent=settings.alert_threshold_percent,
+        # Exact in integers: (potential + package) / limit > threshold / 100.
+        sales_paused=(potential + package_tokens) * 100 > allowed,
+        api_usage_reached=potential * 100 >= allowed,
+    )
 
 
 class BillingConfig(Aggregate):
@@ -59,6 +97,8 @@ class BillingConfig(Aggregate):
 
     values: dict[str, int]
     sales_paused: bool
+    # A class default, so snapshots taken before the alert existed load with it lowered.
+    api_usage_alerted: bool = False
 
     def __init__(self, values: dict[str, int]) -> None:
         self.values = dict(values)
@@ -108,30 +148,36 @@ class BillingConfig(Aggregate):
             )
         return changed
 
-    def guard_sale(self, *, potential_tokens: int, package_tokens: int, now: datetime) -> bool:
-        """The oversell guard. True if a package may be sold now.
-
-        A sale is refused while the tokens that credits in circulation could buy, plus the package's own,
-        would pass ``alert_threshold_percent`` of the upstream API's monthly limit. Pausing and resuming
-        are events, so admins see when sales stopped and started again.
-        """
+    def sale_allowed(self, *, potential_tokens: int, package_tokens: int) -> bool:
+        """The oversell guard: False while the tokens that credits in circulation could buy, plus the
+        package's own, would pass ``alert_threshold_percent`` of the upstream API's monthly limit."""
         settings = self.settings
         # Exact in integers: (potential + package) / limit > threshold / 100.
-        passes = (potential_tokens + package_tokens) * 100 > settings.alert_threshold_percent * (
+        return (potential_tokens + package_tokens) * 100 <= settings.alert_threshold_percent * (
             settings.api_monthly_limit_tokens
         )
-        if passes and not self.sales_paused:
-            self.trigger_event(
-                self.SalesPaused,
-                timestamp=now,
-                potential_tokens=potential_tokens,
-                package_tokens=package_tokens,
-                api_monthly_limit_tokens=settings.api_monthly_limit_tokens,
-                alert_threshold_percent=settings.alert_threshold_percent,
-            )
-        elif not passes and self.sales_paused:
-            self.trigger_event(self.SalesResumed, timestamp=now, potential_tokens=potential_tokens)
-        return not passes
+
+    def evaluate_sales(self, *, circulation_millicredits: int, smallest_package_credits: int, now: datetime) -> None:
+        """Record the system's state against the API limit (see ``judge_sales``). Each change is one
+        event; figures that change nothing record nothing."""
+        judgement = judge_sales(
+            self.settings,
+            circulation_millicredits=circulation_millicredits,
+            smallest_package_credits=smallest_package_credits,
+        )
+        figures = {
+            "potential_tokens": judgement.potential_tokens,
+            "package_tokens": judgement.package_tokens,
+            "api_monthly_limit_tokens": judgement.api_monthly_limit_tokens,
+            "alert_threshold_percent": judgement.alert_threshold_percent,
+        }
+        if judgement.sales_paused != self.sales_paused:
+            event = self.SalesPaused if judgement.sales_paused else self.SalesResumed
+            self.trigger_event(event, timestamp=now, **figures)
+        if judgement.api_usage_reached != self.api_usage_alerted:
+            del figures["package_tokens"]
+            alert = self.ApiUsageReachedThreshold if judgement.api_usage_reached else self.ApiUsageBelowThreshold
+            self.trigger_event(alert, timestamp=now, **figures)
 
     class SalesPaused(Aggregate.Event):
         """The admin alert: selling one more package would promise more tokens than the API allows."""
@@ -148,9 +194,33 @@ class BillingConfig(Aggregate):
     class SalesResumed(Aggregate.Event):
         TOPIC = "ledger.BillingConfig.SalesResumed"
         potential_tokens: int
+        # The figures it was judged on; absent from events stored before they were recorded.
+        package_tokens: int | None = None
+        api_monthly_limit_tokens: int | None = None
+        alert_threshold_percent: int | None = None
 
         def apply(self, config: BillingConfig) -> None:
             config.sales_paused = False
+
+    class ApiUsageReachedThreshold(Aggregate.Event):
+        """The admin alert: the tokens that credits in circulation could buy reached the alert threshold."""
+
+        TOPIC = "ledger.BillingConfig.ApiUsageReachedThreshold"
+        potential_tokens: int
+        api_monthly_limit_tokens: int
+        alert_threshold_percent: int
+
+        def apply(self, config: BillingConfig) -> None:
+            config.api_usage_alerted = True
+
+    class ApiUsageBelowThreshold(Aggregate.Event):
+        TOPIC = "ledger.BillingConfig.ApiUsageBelowThreshold"
+        potential_tokens: int
+        api_monthly_limit_tokens: int
+        alert_threshold_percent: int
+
+        def apply(self, config: BillingConfig) -> None:
+            config.api_usage_alerted = False
 
     class SettingChanged(Aggregate.Event):
         TOPIC = "ledger.BillingConfig.SettingChanged"

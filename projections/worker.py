@@ -13,12 +13,16 @@ from ledger.application import Ledger
 from projections.accounts import AccountsProjection
 from projections.audit import AuditProjection
 from projections.catalogue import CatalogueProjection
+from projections.notifier import Notifier
+from projections.outbox import Outbox, Recipients
 from projections.payments import PaymentsProjection
 from projections.runner import DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL_SECONDS, Projection, ProjectionRunner
 from projections.sweeper import HoldSweeper
+from projections.watch import DEFAULT_FAILURE_THRESHOLD, SystemWatch
 
 
 def all_projections() -> list[Projection]:
+    """The views: what ``rebuild`` and ``verify`` know and readiness waits for. The notifier is not one."""
     return [AccountsProjection(), CatalogueProjection(), PaymentsProjection(), AuditProjection()]
 
 
@@ -44,10 +48,22 @@ class ProjectionWorker:
         clock: Callable[[], datetime] = _utc_now,
         batch_size: int = DEFAULT_BATCH_SIZE,
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+        recipients: Recipients | None = None,
+        stripe_failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
     ) -> None:
         self.database_url = database_url
+        outbox = Outbox(recipients)
         self.runners = all_runners(database_url, batch_size, interval_seconds)
+        self.notifier = ProjectionRunner(
+            database_url, Notifier(outbox), batch_size=batch_size, interval_seconds=interval_seconds
+        )
+        self.runners.append(self.notifier)
         self.sweeper = HoldSweeper(database_url, ledger, clock) if ledger is not None else None
+        self.watch = (
+            SystemWatch(database_url, ledger, outbox, clock, failure_threshold=stripe_failure_threshold)
+            if ledger is not None
+            else None
+        )
         self.stop_event = threading.Event()
         self.failed = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -58,6 +74,8 @@ class ProjectionWorker:
         ]
         if self.sweeper is not None:
             jobs.append(("hold-sweeper", self.sweeper.run_forever))
+        if self.watch is not None:
+            jobs.append(("system-watch", self.watch.run_forever))
         for name, job in jobs:
             thread = threading.Thread(target=self._run, args=(job,), name=name, daemon=True)
             thread.start()

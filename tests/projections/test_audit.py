@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from ledger.account import CreditAccount
+from ledger.amounts import MILLICREDITS_PER_CREDIT
 from ledger.application import Ledger
 from ledger.commands import AddPackage, AdjustCredits, ChangeBillingSettings, ChangePackage, IdempotencyKey, Origin
 from ledger.errors import InvalidCommandError
@@ -68,8 +69,11 @@ def _changes(app: Ledger) -> None:
     )
     settings = app.billing_settings()
     limit = settings.api_monthly_limit_tokens
-    assert not app.guard_sale(potential_tokens=limit, package_tokens=1, now=T0 + timedelta(minutes=7))
-    assert app.guard_sale(potential_tokens=0, package_tokens=1, now=T0 + timedelta(minutes=8))
+    over_millicredits = limit * MILLICREDITS_PER_CREDIT // settings.tokens_per_credit
+    assert app.evaluate_sales(
+        circulation_millicredits=over_millicredits, smallest_package_credits=1, now=T0 + timedelta(minutes=7)
+    )
+    assert app.evaluate_sales(circulation_millicredits=0, smallest_package_credits=1, now=T0 + timedelta(minutes=8))
 
 
 def _project(url: str) -> None:

@@ -1,0 +1,1 @@
+"""Notifications leaving the service: signed webhooks and email."""

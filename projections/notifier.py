@@ -1,0 +1,401 @@
+"""The notifier: follows the log like a projection and turns events into notifications by rules.
+
+It runs on the projection runner with its own position (one active, the others standing by), but it is
+not a view: ``ledger rebuild`` never replays it, and what it creates is never removed. The rules need a
+little state of their own (each account's available balance and whether its low-balance notice is armed,
+the checkouts seen, each user's hourly usage, the billing settings), kept in its own tables at its own
+position, and written in the batch's transaction together with the notifications: a crash rolls back
+both, and the batch applied again derives the same ids (``projections.notices``).
+
+The rules:
+- ``credits.low_balance`` when an account's available balance (balance less open holds) falls below the
+  billing config's ``low_balance_threshold_millicredits`` while armed; it is armed again once the
+  available balance is back at or above the threshold. One notice per downward crossing, whatever the
+  event that made it (usage, a hold, a removal, a clawback).
+- ``alert.unusual_consumption`` when a user's tokens in the last hour reach ``unusual_consumption_factor``
+  times their hourly average over the seven days before, and at least ``unusual_consumption_min_tokens``;
+  armed again when a later usage finds it back under. The last hour is the current clock hour plus the
+  part of the previous one still inside the window, pro rata (hourly buckets keep the state small).
+- One notice per event for purchases, failed payments, clawbacks, welcome credits, and the billing
+  config's sales and API-usage states (which the ledger records as events when they change).
+
+Events at or before the notifier's go-live position (``notifier_state.live_from``, the log's head when
+the migration ran) update the state and notify nobody: history that predates the notifier stays quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ledger.account import CreditAccount
+from ledger.config import BillingConfig, BillingSettings
+from ledger.payments import Checkout, checkout_id
+from projections.accounts import ProjectionError
+from projections.notices import Notice, NotificationType, event_cause
+from projections.outbox import Outbox
+
+ACCOUNT_EVENTS: Final = (
+    CreditAccount.Opened,
+    CreditAccount.CreditsGranted,
+    CreditAccount.CreditsDebited,
+    CreditAccount.CreditsReserved,
+    CreditAccount.ReservationSettled,
+    CreditAccount.ReservationReleased,
+    CreditAccount.ReservationExpired,
+    CreditAccount.CreditsRemoved,
+    CreditAccount.CreditsRevoked,
+)
+HOUR: Final = timedelta(hours=1)
+BASELINE_HOURS: Final = 7 * 24
+SECONDS_PER_HOUR: Final = 3_600
+
+
+@dataclass
+class Watch:
+    """One account as the notifier sees it."""
+
+    user_id: str
+    balance_millicredits: int = 0
+    holds: dict[str, int] = field(default_factory=dict)
+    low_balance_armed: bool = False
+    unusual_armed: bool = True
+
+    @property
+    def available_millicredits(self) -> int:
+        return self.balance_millicredits - sum(self.holds.values())
+
+
+@dataclass
+class Batch:
+    settings: BillingSettings
+    live_from: int
+    accounts: dict[UUID, Watch] = field(default_factory=dict)
+    checkouts: dict[UUID, tuple[str, str, str]] = field(default_factory=dict)  # session, user, package
+    new_checkouts: list[tuple[UUID, str, str, str]] = field(default_factory=list)
+    hours: dict[tuple[str, datetime], int] = field(default_factory=dict)
+    touched_hours: set[tuple[str, datetime]] = field(default_factory=set)
+    notices: list[Notice] = field(default_factory=list)
+    settings_changed: bool = False
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+class Notifier:
+    name = "notifier"
+    tables: tuple[str, ...] = ()
+    topic_prefix: str | tuple[str, ...] = ("ledger.CreditAccount.", "ledger.Checkout.", "ledger.BillingConfig.")
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self._rules: dict[type, Callable[[Batch, int, Any], None]] = {
+            CreditAccount.Opened: self._opened,
+            CreditAccount.CreditsGranted: self._granted,
+            CreditAccount.CreditsDebited: self._debited,
+            CreditAccount.CreditsReserved: self._reserved,
+            CreditAccount.ReservationSettled: self._settled,
+            CreditAccount.ReservationReleased: self._hold_closed,
+            CreditAccount.ReservationExpired: self._hold_closed,
+            CreditAccount.CreditsRemoved: self._removed,
+            CreditAccount.CreditsRevoked: self._revoked,
+            Checkout.Started: self._checkout_started,
+            Checkout.PaymentFailed: self._payment_failed,
+            BillingConfig.Seeded: self._seeded,
+            BillingConfig.SettingChanged: self._setting_changed,
+            BillingConfig.SalesPaused: self._sales_state,
+            BillingConfig.SalesResumed: self._sales_state,
+            BillingConfig.ApiUsageReachedThreshold: self._api_usage_reached,
+        }
+
+    def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None:
+        batch = self._load(conn, events)
+        for position, event in events:
+            rule = self._rules.get(type(event))
+            if rule is not None:
+                rule(batch, position, event)
+        self._write(conn, batch)
+        self.outbox.create(conn, [notice for notice in batch.notices if notice.position > batch.live_from])
+
+    # Loading and writing the state of the accounts, checkouts and users of one batch.
+
+    def _load(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> Batch:
+        row = conn.execute("SELECT settings, live_from FROM notifier_state WHERE name = 'all' FOR UPDATE").fetchone()
+        if row is None:  # A database emptied by hand (the tests): everything in it is new.
+            conn.execute("INSERT INTO notifier_state (name, settings, live_from) VALUES ('all', '{}', 0)")
+            row = ({}, 0)
+        known = set(BillingSettings.__struct_fields__)
+        batch = Batch(settings=BillingSettings(**{k: v for k, v in row[0].items() if k in known}), live_from=row[1])
+        account_ids = list({e.originator_id for _, e in events if isinstance(e, ACCOUNT_EVENTS)})
+        for account, user, balance, holds, low_armed, unusual_armed in conn.execute(
+            "SELECT account_id, user_id, balance_millicredits, holds, low_balance_armed, unusual_armed"
+            " FROM notifier_accounts WHERE account_id = ANY(%s)",
+            (account_ids,),
+        ):
+            batch.accounts[account] = Watch(user, balance, dict(holds), low_armed, unusual_armed)
+        sessions = {checkout_id(e.reference or "") for _, e in events if _purchase_grant(e) or _clawback(e)}
+        sessions |= {e.originator_id for _, e in events if isinstance(e, Checkout.PaymentFailed)}
+        for checkout, session, user, package in conn.execute(
+            "SELECT checkout_id, session_id, user_id, package_id FROM notifier_checkouts WHERE checkout_id = ANY(%s)",
+            (list(sessions),),
+        ):
+            batch.checkouts[checkout] = (session, user, package)
+        usage = [(e.originator_id, _usage_time(e)) for _, e in events if _usage_time(e) is not None]
+        if usage:
+            users = list({batch.accounts[a].user_id for a, _ in usage if a in batch.accounts})
+            since = _hour(min(at for _, at in usage if at is not None)) - HOUR * (BASELINE_HOURS + 1)
+            for user, hour, tokens in conn.execute(
+                "SELECT user_id, hour, tokens FROM notifier_usage_hours WHERE user_id = ANY(%s) AND hour >= %s",
+                (users, since),
+            ):
+                batch.hours[(user, hour)] = tokens
+        return batch
+
+    def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
+        if batch.accounts:
+            conn.cursor().executemany(
+                "INSERT INTO notifier_accounts (account_id, user_id, balance_millicredits, holds,"
+                " low_balance_armed, unusual_armed) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (account_id) DO UPDATE SET balance_millicredits = EXCLUDED.balance_millicredits,"
+                " holds = EXCLUDED.holds, low_balance_armed = EXCLUDED.low_balance_armed,"
+                " unusual_armed = EXCLUDED.unusual_armed",
+                [
+                    (account, w.user_id, w.balance_millicredits, Jsonb(w.holds), w.low_balance_armed, w.unusual_armed)
+                    for account, w in batch.accounts.items()
+                ],
+            )
+        if batch.new_checkouts:
+            conn.cursor().executemany(
+                "INSERT INTO notifier_checkouts (checkout_id, session_id, user_id, package_id)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                batch.new_checkouts,
+            )
+        if batch.touched_hours:
+            conn.cursor().executemany(
+                "INSERT INTO notifier_usage_hours (user_id, hour, tokens) VALUES (%s, %s, %s)"
+                " ON CONFLICT (user_id, hour) DO UPDATE SET tokens = EXCLUDED.tokens",
+                [(user, hour, batch.hours[(user, hour)]) for user, hour in batch.touched_hours],
+            )
+            # Hours past the baseline's window are of no more use.
+            oldest = min(hour for _, hour in batch.touched_hours) - HOUR * (BASELINE_HOURS + 2)
+            conn.execute(
+                "DELETE FROM notifier_usage_hours WHERE user_id = ANY(%s) AND hour < %s",
+                (list({user for user, _ in batch.touched_hours}), oldest),
+            )
+        if batch.settings_changed:
+            conn.execute(
+                "UPDATE notifier_state SET settings = %s WHERE name = 'all'",
+                (Jsonb(msgspec_to_dict(batch.settings)),),
+            )
+
+    # The rules, one per event type.
+
+    def _watch(self, batch: Batch, position: int, event: Any) -> Watch:
+        watch = batch.accounts.get(event.originator_id)
+        if watch is None:
+            raise ProjectionError(f"event at position {position} for an account the notifier never saw opened")
+        return watch
+
+    def _opened(self, batch: Batch, _position: int, event: CreditAccount.Opened) -> None:
+        watch = Watch(event.user_id)
+        watch.low_balance_armed = watch.available_millicredits >= batch.settings.low_balance_threshold_millicredits
+        batch.accounts[event.originator_id] = watch
+
+    def _granted(self, batch: Batch, position: int, event: CreditAccount.CreditsGranted) -> None:
+        watch = self._watch(batch, position, event)
+        watch.balance_millicredits += event.amount_millicredits
+        if event.source == "welcome":
+            data = {"user_id": watch.user_id, "granted_millicredits": event.amount_millicredits}
+            self._notice(batch, NotificationType.WELCOME_GRANTED, position, event, data, watch.user_id)
+        elif _purchase_grant(event):
+            # A purchase through Stripe names its checkout; one granted by a service through the API may not.
+            known = batch.checkouts.get(checkout_id(event.reference or ""))
+            package = known[2] if known else None
+            data = {
+                "user_id": watch.user_id,
+                "package_id": package,
+                "granted_millicredits": event.amount_millicredits,
+                "checkout_session_id": event.reference,
+            }
+            self._notice(batch, NotificationType.PURCHASED, position, event, data, watch.user_id)
+        self._balance_moved(batch, position, event, watch)
+
+    def _debited(self, batch: Batch, position: int, event: CreditAccount.CreditsDebited) -> None:
+        watch = self._watch(batch, position, event)
+        watch.balance_millicredits -= event.amount_millicredits
+        self._balance_moved(batch, position, event, watch)
+        self._used(batch, position, event, watch, event.tokens, event.occurred_at)
+
+    def _reserved(self, batch: Batch, position: int, event: CreditAccount.CreditsReserved) -> None:
+        watch = self._watch(batch, position, event)
+        watch.holds[event.reservation_id] = event.amount_millicredits
+        self._balance_moved(batch, position, event, watch)
+
+    def _settled(self, batch: Batch, position: int, event: CreditAccount.ReservationSettled) -> None:
+        watch = self._watch(batch, position, event)
+        watch.holds.pop(event.reservation_id, None)
+        watch.balance_millicredits -= event.amount_millicredits
+        self._balance_moved(batch, position, event, watch)
+        self._used(batch, position, event, watch, event.tokens, event.timestamp)
+
+    def _hold_closed(self, batch: Batch, position: int, event: Any) -> None:
+        watch = self._watch(batch, position, event)
+        watch.holds.pop(event.reservation_id, None)
+        self._balance_moved(batch, position, event, watch)
+
+    def _removed(self, batch: Batch, position: int, event: CreditAccount.CreditsRemoved) -> None:
+        watch = self._watch(batch, position, event)
+        watch.balance_millicredits -= event.amount_millicredits
+        self._balance_moved(batch, position, event, watch)
+
+    def _revoked(self, batch: Batch, position: int, event: CreditAccount.CreditsRevoked) -> None:
+        watch = self._watch(batch, position, event)
+        watch.balance_millicredits -= event.amount_millicredits
+        # Stripe's refunds and disputes name the checkout; a service's revocation names its own reference.
+        known = checkout_id(event.reference) in batch.checkouts
+        data = {
+            "user_id": watch.user_id,
+            "clawed_back_millicredits": event.amount_millicredits,
+            "reason": event.reason,
+            "checkout_session_id": event.reference if known else None,
+            "reference": event.reference,
+        }
+        self._notice(batch, NotificationType.CLAWED_BACK, position, event, data, watch.user_id)
+        self._balance_moved(batch, position, event, watch)
+
+    def _checkout_started(self, batch: Batch, _position: int, event: Checkout.Started) -> None:
+        batch.checkouts[event.originator_id] = (event.session_id, event.user_id, event.package_id)
+        batch.new_checkouts.append((event.originator_id, event.session_id, event.user_id, event.package_id))
+
+    def _payment_failed(self, batch: Batch, position: int, event: Checkout.PaymentFailed) -> None:
+        session, user, package = self._checkout(batch, event.originator_id, position)
+        data = {"user_id": user, "package_id": package, "checkout_session_id": session}
+        self._notice(batch, NotificationType.PAYMENT_FAILED, position, event, data, user)
+
+    def _seeded(self, batch: Batch, _position: int, event: BillingConfig.Seeded) -> None:
+        known = set(BillingSettings.__struct_fields__)
+        batch.settings = BillingSettings(**{k: v for k, v in event.values.items() if k in known})
+        batch.settings_changed = True
+
+    def _setting_changed(self, batch: Batch, _position: int, event: BillingConfig.SettingChanged) -> None:
+        if event.key in BillingSettings.__struct_fields__:
+            batch.settings = BillingSettings(**{**msgspec_to_dict(batch.settings), event.key: event.new_value})
+            batch.settings_changed = True
+
+    def _sales_state(self, batch: Batch, position: int, event: Any) -> None:
+        kind = (
+            NotificationType.SALES_PAUSED
+            if isinstance(event, BillingConfig.SalesPaused)
+            else NotificationType.SALES_RESUMED
+        )
+        data = {
+            "potential_tokens": event.potential_tokens,
+            "smallest_package_tokens": event.package_tokens or 0,
+            "api_monthly_limit_tokens": event.api_monthly_limit_tokens or 0,
+            "alert_threshold_percent": event.alert_threshold_percent or 0,
+        }
+        self._notice(batch, kind, position, event, data, None)
+
+    def _api_usage_reached(self, batch: Batch, position: int, event: BillingConfig.ApiUsageReachedThreshold) -> None:
+        data = {
+            "potential_tokens": event.potential_tokens,
+            "api_monthly_limit_tokens": event.api_monthly_limit_tokens,
+            "alert_threshold_percent": event.alert_threshold_percent,
+            "api_usage_basis_points": event.potential_tokens * 10_000 // event.api_monthly_limit_tokens,
+        }
+        self._notice(batch, NotificationType.API_USAGE_THRESHOLD, position, event, data, None)
+
+    # Shared steps of the rules.
+
+    def _checkout(self, batch: Batch, checkout: UUID, position: int) -> tuple[str, str, str]:
+        known = batch.checkouts.get(checkout)
+        if known is None:
+            raise ProjectionError(f"event at position {position} names a checkout the notifier never saw started")
+        return known
+
+    def _notice(
+        self,
+        batch: Batch,
+        kind: NotificationType,
+        position: int,
+        event: Any,
+        data: dict[str, Any],
+        user_id: str | None,
+        cause: str | None = None,
+    ) -> None:
+        batch.notices.append(
+            Notice(
+                type=kind,
+                cause=cause or event_cause(event),
+                position=position,
+                occurred_at=event.timestamp,
+                data=data,
+                user_id=user_id,
+            )
+        )
+
+    def _balance_moved(self, batch: Batch, position: int, event: Any, watch: Watch) -> None:
+        threshold = batch.settings.low_balance_threshold_millicredits
+        available = watch.available_millicredits
+        if watch.low_balance_armed and available < threshold:
+            watch.low_balance_armed = False
+            data = {"user_id": watch.user_id, "available_millicredits": available, "threshold_millicredits": threshold}
+            self._notice(batch, NotificationType.LOW_BALANCE, position, event, data, watch.user_id)
+        elif not watch.low_balance_armed and available >= threshold:
+            watch.low_balance_armed = True
+
+    def _used(self, batch: Batch, position: int, event: Any, watch: Watch, tokens: int, at: datetime) -> None:
+        user, hour = watch.user_id, _hour(at)
+        batch.hours[(user, hour)] = batch.hours.get((user, hour), 0) + tokens
+        batch.touched_hours.add((user, hour))
+        previous = batch.hours.get((user, hour - HOUR), 0)
+        seconds_left = SECONDS_PER_HOUR - int((at - hour).total_seconds())
+        last_hour = batch.hours[(user, hour)] + previous * seconds_left // SECONDS_PER_HOUR
+        baseline = sum(batch.hours.get((user, hour - HOUR * back), 0) for back in range(2, BASELINE_HOURS + 2))
+        settings = batch.settings
+        # Exact in integers: last_hour >= factor * baseline / 168.
+        unusual = (
+            last_hour >= settings.unusual_consumption_min_tokens
+            and last_hour * BASELINE_HOURS >= settings.unusual_consumption_factor * baseline
+        )
+        if unusual and watch.unusual_armed:
+            watch.unusual_armed = False
+            data = {
+                "user_id": user,
+                "tokens_last_hour": last_hour,
+                "hourly_average_tokens": baseline // BASELINE_HOURS,
+                "factor": settings.unusual_consumption_factor,
+                "min_tokens": settings.unusual_consumption_min_tokens,
+            }
+            self._notice(batch, NotificationType.UNUSUAL_CONSUMPTION, position, event, data, user)
+        elif not unusual:
+            watch.unusual_armed = True
+
+
+def msgspec_to_dict(settings: BillingSettings) -> dict[str, int]:
+    values: dict[str, int] = msgspec.structs.asdict(settings)
+    return values
+
+
+def _purchase_grant(event: Any) -> bool:
+    return isinstance(event, CreditAccount.CreditsGranted) and event.source == "purchase" and bool(event.reference)
+
+
+def _clawback(event: Any) -> bool:
+    return isinstance(event, CreditAccount.CreditsRevoked)
+
+
+def _usage_time(event: Any) -> datetime | None:
+    if isinstance(event, CreditAccount.CreditsDebited):
+        return event.occurred_at
+    if isinstance(event, CreditAccount.ReservationSettled):
+        return event.timestamp
+    return None

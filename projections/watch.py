@@ -1,0 +1,135 @@
+"""The system watch: keeps the states that depend on figures of the whole system, and the alerts on
+Stripe's webhooks.
+
+- Sales paused and the API-usage alert are states of the billing configuration. Whenever the figures they
+  depend on move (credits in circulation, the smallest package on sale, the limit, the threshold, tokens
+  per credit, as the views show them), the watch asks the ledger to judge them again; the ledger records
+  an event only when a state changes, so asking twice changes nothing.
+- Stripe webhooks refused or failing are counted per five-minute window (the gateway records each one); a
+  window over the threshold makes one ``alert.webhook_failures``, its id derived from the window.
+
+It wakes on the log's notifications, and at least every ``POLL_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+import psycopg
+
+from ledger.config import BillingSettings, judge_sales
+from projections.notices import Notice, NotificationType
+from projections.outbox import Outbox
+from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS: Final = 1.0
+MIN_INTERVAL_SECONDS: Final = 0.1
+FAILURE_WINDOW: Final = timedelta(minutes=5)
+DEFAULT_FAILURE_THRESHOLD: Final = 5
+# Failures are kept a day: long enough to look into, short enough that the table stays small.
+FAILURE_RETENTION: Final = timedelta(days=1)
+CONNECT_TIMEOUT_SECONDS: Final = 5
+
+_FIGURES: Final = (
+    "SELECT (SELECT coalesce(max(credits_in_circulation_millicredits), 0) FROM account_totals),"
+    " (SELECT coalesce(min(credits), 0) FROM credit_packages WHERE active),"
+    " (SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM billing_config)"
+)
+
+
+class SalesJudge(Protocol):
+    def evaluate_sales(
+        self, *, circulation_millicredits: int, smallest_package_credits: int, now: datetime
+    ) -> bool: ...
+
+
+class SystemWatch:
+    def __init__(
+        self,
+        database_url: str,
+        ledger: SalesJudge,
+        outbox: Outbox,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+    ) -> None:
+        self.database_url = database_url
+        self.ledger = ledger
+        self.outbox = outbox
+        self.clock = clock
+        self.failure_threshold = failure_threshold
+        self._judged: tuple[bool, bool] | None = None
+
+    def run_forever(self, stop: threading.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                with psycopg.connect(
+                    self.database_url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    application_name="ledger system watch",
+                ) as conn:
+                    conn.execute("LISTEN ledger_events")
+                    while not stop.is_set():
+                        self.check(conn)
+                        backoff.reset()
+                        for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                            pass
+                        # Under load the log never goes quiet: looking a few times a second is enough.
+                        stop.wait(MIN_INTERVAL_SECONDS)
+                        for _ in conn.notifies(timeout=0):
+                            pass
+            except CONNECTION_FAULTS as fault:
+                log.warning("system watch %s; trying again", describe_fault(fault))
+                self._judged = None
+                stop.wait(backoff.next_seconds())
+
+    def check(self, conn: psycopg.Connection[Any]) -> None:
+        """One look at the figures and the failure window."""
+        now = self.clock()
+        row = conn.execute(_FIGURES).fetchone()
+        circulation, smallest, config = row or (0, 0, {})
+        known = set(BillingSettings.__struct_fields__)
+        settings = BillingSettings(**{key: value for key, value in config.items() if key in known})
+        judgement = judge_sales(settings, circulation_millicredits=circulation, smallest_package_credits=smallest)
+        states = (judgement.sales_paused, judgement.api_usage_reached)
+        # The ledger is asked only when a state may have changed (and once at start): it judges again with
+        # its own settings and records what changed, so the figures of a lagging view cannot mislead it.
+        if states != self._judged:
+            self.ledger.evaluate_sales(circulation_millicredits=circulation, smallest_package_credits=smallest, now=now)
+            self._judged = states
+        self._count_failures(conn, now)
+
+    def _count_failures(self, conn: psycopg.Connection[Any], now: datetime) -> None:
+        window_start = datetime.fromtimestamp(
+            now.timestamp() // FAILURE_WINDOW.total_seconds() * FAILURE_WINDOW.total_seconds(), UTC
+        )
+        row = conn.execute(
+            "SELECT count(*), (SELECT coalesce(max(notification_id), 0) FROM ledger_events)"
+            " FROM stripe_webhook_failures WHERE at >= %s AND at < %s",
+            (window_start, window_start + FAILURE_WINDOW),
+        ).fetchone()
+        failures, head = row or (0, 0)
+        if failures > self.failure_threshold:
+            notice = Notice(
+                type=NotificationType.WEBHOOK_FAILURES,
+                cause=f"stripe-webhook-failures:{window_start.isoformat()}",
+                position=head,
+                occurred_at=now,
+                data={
+                    "failures": failures,
+                    "threshold": self.failure_threshold,
+                    "window_start": window_start.isoformat(),
+                    "window_seconds": int(FAILURE_WINDOW.total_seconds()),
+                },
+            )
+            with conn.transaction():
+                self.outbox.create(conn, [notice])
+        conn.execute("DELETE FROM stripe_webhook_failures WHERE at < %s", (now - FAILURE_RETENTION,))
