@@ -24,8 +24,10 @@ from gateway.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from gateway.ratelimit import Counter, MemoryCounter, RateLimitMiddleware, RedisCounter
 from gateway.routes.admin import AdminController
 from gateway.routes.health import HealthController
+from gateway.routes.notifications import ContactsController, NotificationsController, WebhookEndpointsController
 from gateway.routes.pages import CheckoutReturnPages
 from gateway.routes.pages_admin import AdminCreditPages
+from gateway.routes.pages_notifications import NotificationsPage
 from gateway.routes.pages_session import pages_router
 from gateway.routes.pages_settings import BillingConfigPage, PackagesPage
 from gateway.routes.pages_user import MyCreditsPage
@@ -142,11 +144,14 @@ def create_app(
             AdminController,
             PurchaseController,
             StripeWebhookController,
+            WebhookEndpointsController,
+            NotificationsController,
+            ContactsController,
             CheckoutReturnPages,
             pages_router(
                 settings.jwt_secret,
                 secure=settings.public_url.startswith("https://"),
-                handlers=[AdminCreditPages, BillingConfigPage, PackagesPage, MyCreditsPage],
+                handlers=[AdminCreditPages, BillingConfigPage, PackagesPage, NotificationsPage, MyCreditsPage],
             ),
             static_files(),
             swagger_ui_files(),

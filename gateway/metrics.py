@@ -23,6 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gateway.figures import DatabaseFigures
 from gateway.openapi import NO_TOKEN
 from projections import queries
 
@@ -36,6 +37,14 @@ API_USAGE = Gauge("ledger_api_usage_percent", "Potential tokens against the mont
 LAG = Gauge(
     "ledger_projection_lag_events", "Events a projection has not applied yet", ["projection"], multiprocess_mode="max"
 )
+STRIPE_FAILURES = Counter(
+    "ledger_stripe_webhook_failures", "Stripe webhooks refused (bad signature) or failing", ["reason"]
+)
+# Known from the start, so that the first failure is an increase from 0 (alert rules use increase()).
+for _reason in ("invalid-signature", "payments-unavailable", "unavailable", "failed"):
+    STRIPE_FAILURES.labels(_reason)
+FIGURES = DatabaseFigures()
+REGISTRY.register(FIGURES)
 
 
 # Litestar adds the charset to every text/ media type itself; the library's constant carries one already.
@@ -48,6 +57,7 @@ def prometheus_config() -> PrometheusConfig:
 
 async def refresh_gauges(pool: Any) -> None:
     stats = await queries.system_stats(pool, now=datetime.now(UTC))
+    await FIGURES.refresh(pool, stats)
     CIRCULATION.set(stats.credits_in_circulation_millicredits)
     POTENTIAL.set(stats.potential_tokens)
     API_USAGE.set(stats.api_usage_percent)
@@ -74,4 +84,5 @@ class MetricsController(Controller):
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(FIGURES)
         return Response(generate_latest(registry), media_type=EXPOSITION_MEDIA_TYPE)

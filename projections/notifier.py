@@ -14,7 +14,8 @@ The rules:
   event that made it (usage, a hold, a removal, a clawback).
 - ``alert.unusual_consumption`` when a user's tokens in the last hour reach ``unusual_consumption_factor``
   times their hourly average over the seven days before, and at least ``unusual_consumption_min_tokens``;
-  armed again when a later usage finds it back under. The last hour is the current clock hour plus the
+  armed again when a later usage finds it back under; a user with no usage in that week has no normal
+  level yet and is never unusual. The last hour is the current clock hour plus the
   part of the previous one still inside the window, pro rata (hourly buckets keep the state small).
 - One notice per event for purchases, failed payments, clawbacks, welcome credits, and the billing
   config's sales and API-usage states (which the ledger records as events when they change).
@@ -362,8 +363,10 @@ class Notifier:
         baseline = sum(batch.hours.get((user, hour - HOUR * back), 0) for back in range(2, BASELINE_HOURS + 2))
         settings = batch.settings
         # Exact in integers: last_hour >= factor * baseline / 168.
+        # A user with no usage in the week before has no normal level to compare with yet.
         unusual = (
-            last_hour >= settings.unusual_consumption_min_tokens
+            baseline > 0
+            and last_hour >= settings.unusual_consumption_min_tokens
             and last_hour * BASELINE_HOURS >= settings.unusual_consumption_factor * baseline
         )
         if unusual and watch.unusual_armed:

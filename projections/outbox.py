@@ -21,6 +21,8 @@ from projections.notices import Notice
 # The channel through which the senders hear of new deliveries.
 DELIVERIES_CHANNEL: Final = "ledger_notifications"
 DEFAULT_LOCALE: Final = "pt-BR"
+# Buckets of the delivery latency (event to receiver) in ``notification_counters``, in milliseconds.
+LATENCY_BUCKETS_MS: Final = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import msgspec
 
 from gateway.outbound.addresses import guarded_client
 from gateway.outbound.sending import Mailer, Outcome, send_webhook, webhook_body
-from projections.outbox import DELIVERIES_CHANNEL
+from projections.outbox import DELIVERIES_CHANNEL, LATENCY_BUCKETS_MS
 from projections.recovery import Backoff
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ CONCURRENCY: Final = 32
 PER_TARGET: Final = 4
 IDLE_SECONDS: Final = 1.0
 JITTER: Final = 0.2
-# Histogram buckets of the delivery latency (event to receiver), in milliseconds.
-LATENCY_BUCKETS_MS: Final = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000)
 
 _CLAIM: Final = """
 WITH ranked AS (

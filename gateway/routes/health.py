@@ -27,6 +27,8 @@ class Readiness(msgspec.Struct, frozen=True):
     checks: dict[str, Any]
 
 
+NOTIFIER = "notifier"
+
 # Counting unapplied events stops here: past it the projection is far behind whatever the exact number.
 LAG_COUNT_LIMIT = 100_000
 
@@ -80,7 +82,12 @@ class HealthController(ApiController):
         except (OSError, TimeoutError, Exception) as error:  # noqa: BLE001 - any failure means not ready.
             checks["database"] = f"unavailable: {type(error).__name__}"
         if checks["database"] == "ok":
-            checks["projections"] = await _projection_lag(state.pool, state.settings.ready_max_lag_seconds)
+            lags = await _projection_lag(state.pool, state.settings.ready_max_lag_seconds)
+            # The notifier's lag is reported on its own: late notifications do not make the API unready.
+            notifier = lags.pop(NOTIFIER, None)
+            checks["projections"] = lags
+            if notifier is not None:
+                checks["notifier"] = notifier
         if state.redis is not None:
             # Redis down does not make the ledger unready (rate limits fail open), but it is reported.
             try:

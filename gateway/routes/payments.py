@@ -6,15 +6,18 @@ import logging
 from typing import Annotated, Any
 from uuid import uuid4
 
+import asyncpg
 import msgspec
 import stripe
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.params import HeaderParameter
+from litestar.plugins.problem_details import ProblemDetailsException
 
 from gateway.auth import Principal, requires
 from gateway.calls import OptionalIdempotencyKeyHeader
 from gateway.live import publish
+from gateway.metrics import STRIPE_FAILURES
 from gateway.openapi import NO_TOKEN, body_example, problem_responses
 from gateway.problems import problem
 from gateway.schemas import Body, PackageId
@@ -140,6 +143,15 @@ async def start_purchase(
     return PurchaseResponse(checkout_session_id=session.id, checkout_url=session.url)
 
 
+async def _record_failure(state: State, reason: str) -> None:
+    """Count a Stripe webhook refused or failing, for the alert over five minutes (``projections.watch``)."""
+    STRIPE_FAILURES.labels(reason).inc()
+    try:
+        await state.pool.execute("INSERT INTO stripe_webhook_failures (reason) VALUES ($1)", reason)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        log.warning("could not record a Stripe webhook failure (%s): the database is away", reason)
+
+
 class StripeWebhookController(Controller):
     path = "/api/webhooks/stripe"
     tags = ["Stripe"]  # noqa: RUF012
@@ -160,6 +172,16 @@ class StripeWebhookController(Controller):
         request: Request[Any, Any, State],
         signature: Annotated[str | None, HeaderParameter(name="Stripe-Signature", required=False)] = None,
     ) -> WebhookAnswer:
+        try:
+            return await self._handle(request, signature)
+        except ProblemDetailsException as refusal:
+            await _record_failure(request.app.state, str(refusal.type_ or "refused"))
+            raise
+        except Exception:
+            await _record_failure(request.app.state, "failed")
+            raise
+
+    async def _handle(self, request: Request[Any, Any, State], signature: str | None) -> WebhookAnswer:
         state = request.app.state
         secret = state.settings.stripe_webhook_secret
         if secret is None:
