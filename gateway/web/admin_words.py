@@ -100,6 +100,36 @@ class AdminWords:
     save_package: str
     add_title: str
     add_button: str
+    notifications_title: str
+    deliveries_title: str
+    deliveries_note: str
+    filter_type: str
+    filter_status: str
+    all_types: str
+    all_statuses: str
+    created: str
+    status: str
+    attempts: str
+    last_error: str
+    notification_types: dict[str, str]
+    notification_statuses: dict[str, str]
+    redeliver: str
+    redeliver_label: str
+    no_notifications: str
+    endpoints_title: str
+    endpoints_note: str
+    endpoint_url: Label
+    endpoint_events: Label
+    all_events: str
+    endpoint_description: Label
+    add_endpoint_title: str
+    add_endpoint_button: str
+    delete_endpoint: str
+    delete_endpoint_label: str
+    no_endpoints: str
+    shown_once_title: str
+    shown_once_note: str
+    signing_label: str
     done: dict[str, str]
     errors_title: str
     refusals: dict[str, str]
@@ -115,6 +145,15 @@ _EN_SETTINGS: Final = {
     ),
     "tokens_per_credit": Label(name="Tokens per credit", hint="how many tokens one credit pays for"),
     "welcome_credits": Label(name="Welcome credits", hint="credits a new user is given; 0 for none"),
+    "low_balance_threshold_millicredits": Label(
+        name="Low-balance notice (millicredits)", hint="a user is told once when their available credits fall below"
+    ),
+    "unusual_consumption_factor": Label(
+        name="Unusual consumption factor", hint="an hour at this many times the user's hourly average of the week"
+    ),
+    "unusual_consumption_min_tokens": Label(
+        name="Unusual consumption minimum (tokens)", hint="an hour below this is never unusual"
+    ),
 }
 _PT_SETTINGS: Final = {
     "api_monthly_limit_tokens": Label(name="Limite mensal da API", hint="tokens que a API permite por mês"),
@@ -128,6 +167,15 @@ _PT_SETTINGS: Final = {
     ),
     "tokens_per_credit": Label(name="Tokens por crédito", hint="quantos tokens um crédito paga"),
     "welcome_credits": Label(name="Créditos de boas-vindas", hint="créditos dados a um novo usuário; 0 para nenhum"),
+    "low_balance_threshold_millicredits": Label(
+        name="Aviso de saldo baixo (milicréditos)", hint="o usuário é avisado uma vez quando o disponível fica abaixo"
+    ),
+    "unusual_consumption_factor": Label(
+        name="Fator de consumo incomum", hint="uma hora com este múltiplo da média horária do usuário na semana"
+    ),
+    "unusual_consumption_min_tokens": Label(
+        name="Mínimo de consumo incomum (tokens)", hint="uma hora abaixo disto nunca é incomum"
+    ),
 }
 
 ADMIN_WORDS: Final[dict[Locale, AdminWords]] = {
@@ -238,11 +286,59 @@ ADMIN_WORDS: Final[dict[Locale, AdminWords]] = {
         save_package="Save {name}",
         add_title="Add a package",
         add_button="Add the package",
+        notifications_title="Notifications",
+        deliveries_title="Notifications sent",
+        deliveries_note="Newest first. Redelivering sends a notification again to every recipient, "
+        "under the same webhook-id.",
+        filter_type="Type",
+        filter_status="Status",
+        all_types="All types",
+        all_statuses="All statuses",
+        created="Created",
+        status="Status",
+        attempts="Attempts",
+        last_error="Last error",
+        notification_types={
+            "credits.low_balance": "Low balance",
+            "credits.purchased": "Credits purchased",
+            "payment.failed": "Payment failed",
+            "credits.clawed_back": "Credits clawed back",
+            "credits.welcome_granted": "Welcome credits",
+            "alert.api_usage_threshold": "Alert: API usage threshold",
+            "alert.sales_paused": "Alert: sales paused",
+            "alert.sales_resumed": "Alert: sales resumed",
+            "alert.webhook_failures": "Alert: webhook failures",
+            "alert.unusual_consumption": "Alert: unusual consumption",
+        },
+        notification_statuses={"pending": "Pending", "delivered": "Delivered", "failed": "Failed"},
+        redeliver="Redeliver",
+        redeliver_label="Redeliver the notification {id}",
+        no_notifications="No notification matches.",
+        endpoints_title="Webhook endpoints",
+        endpoints_note="Each endpoint receives the types it lists, signed with its own secret (Standard Webhooks).",
+        endpoint_url=Label(
+            name="URL",
+            hint="http or https; a private, loopback or link-local address is refused unless the deployment "
+            "allows private networks",
+        ),
+        endpoint_events=Label(name="Event types", hint="the notification types to send; all includes future ones"),
+        all_events="All types (*)",
+        endpoint_description=Label(name="Description", hint="optional, up to 500 characters"),
+        add_endpoint_title="Add an endpoint",
+        add_endpoint_button="Add the endpoint",
+        delete_endpoint="Delete",
+        delete_endpoint_label="Delete the endpoint {url}",
+        no_endpoints="No webhook endpoint yet.",
+        shown_once_title="The endpoint was added",
+        shown_once_note="Copy it now: it is shown this once and cannot be read here again.",
+        signing_label="Its signing secret",
         done={
             "adjusted": "The adjustment was applied.",
             "settings": "The settings were saved.",
             "package-added": "The package was added.",
             "package-changed": "The package was saved.",
+            "redelivered": "The notification is being delivered again.",
+            "endpoint-deleted": "The endpoint was deleted; its pending deliveries will fail.",
         },
         errors_title="Nothing was saved:",
         refusals={
@@ -253,6 +349,12 @@ ADMIN_WORDS: Final[dict[Locale, AdminWords]] = {
             "idempotency": "This form was already sent with other values. Reload the page and try again.",
             "not-found": "There is no such package.",
             "busy": "The ledger is busy. Please try again.",
+            "private-address": "reaches {address}, a private, loopback or link-local address",
+            "unknown-type": "{kind} is not a notification type",
+            "no-types": "choose at least one type",
+            "too-long": "must be at most {limit} characters",
+            "no-notification": "There is no such notification.",
+            "no-endpoint": "There is no such endpoint; it may have been deleted already.",
         },
     ),
     "pt-BR": AdminWords(
@@ -365,11 +467,62 @@ ADMIN_WORDS: Final[dict[Locale, AdminWords]] = {
         save_package="Salvar {name}",
         add_title="Adicionar um pacote",
         add_button="Adicionar o pacote",
+        notifications_title="Notificações",
+        deliveries_title="Notificações enviadas",
+        deliveries_note="Mais recentes primeiro. Reenviar manda a notificação de novo a todos os destinatários, "
+        "com o mesmo webhook-id.",
+        filter_type="Tipo",
+        filter_status="Situação",
+        all_types="Todos os tipos",
+        all_statuses="Todas as situações",
+        created="Criada",
+        status="Situação",
+        attempts="Tentativas",
+        last_error="Último erro",
+        notification_types={
+            "credits.low_balance": "Saldo baixo",
+            "credits.purchased": "Créditos comprados",
+            "payment.failed": "Pagamento falhou",
+            "credits.clawed_back": "Créditos estornados",
+            "credits.welcome_granted": "Créditos de boas-vindas",
+            "alert.api_usage_threshold": "Alerta: limite de uso da API",
+            "alert.sales_paused": "Alerta: vendas pausadas",
+            "alert.sales_resumed": "Alerta: vendas retomadas",
+            "alert.webhook_failures": "Alerta: falhas de webhook",
+            "alert.unusual_consumption": "Alerta: consumo incomum",
+        },
+        notification_statuses={"pending": "Pendente", "delivered": "Entregue", "failed": "Falhou"},
+        redeliver="Reenviar",
+        redeliver_label="Reenviar a notificação {id}",
+        no_notifications="Nenhuma notificação encontrada.",
+        endpoints_title="Endpoints de webhook",
+        endpoints_note="Cada endpoint recebe os tipos que lista, assinados com o seu próprio segredo "
+        "(Standard Webhooks).",
+        endpoint_url=Label(
+            name="URL",
+            hint="http ou https; um endereço privado, de loopback ou link-local é recusado, a menos que a "
+            "instalação permita redes privadas",
+        ),
+        endpoint_events=Label(
+            name="Tipos de evento", hint="os tipos de notificação a enviar; todos inclui os que vierem depois"
+        ),
+        all_events="Todos os tipos (*)",
+        endpoint_description=Label(name="Descrição", hint="opcional, até 500 caracteres"),
+        add_endpoint_title="Adicionar um endpoint",
+        add_endpoint_button="Adicionar o endpoint",
+        delete_endpoint="Excluir",
+        delete_endpoint_label="Excluir o endpoint {url}",
+        no_endpoints="Nenhum endpoint de webhook ainda.",
+        shown_once_title="O endpoint foi adicionado",
+        shown_once_note="Copie agora: ele aparece só desta vez e não pode ser lido aqui de novo.",
+        signing_label="O seu segredo de assinatura",
         done={
             "adjusted": "O ajuste foi aplicado.",
             "settings": "As configurações foram salvas.",
             "package-added": "O pacote foi adicionado.",
             "package-changed": "O pacote foi salvo.",
+            "redelivered": "A notificação está sendo entregue de novo.",
+            "endpoint-deleted": "O endpoint foi excluído; as entregas pendentes para ele vão falhar.",
         },
         errors_title="Nada foi salvo:",
         refusals={
@@ -380,6 +533,12 @@ ADMIN_WORDS: Final[dict[Locale, AdminWords]] = {
             "idempotency": "Este formulário já foi enviado com outros valores. Recarregue a página e tente de novo.",
             "not-found": "Esse pacote não existe.",
             "busy": "O ledger está ocupado. Tente de novo.",
+            "private-address": "chega a {address}, um endereço privado, de loopback ou link-local",
+            "unknown-type": "{kind} não é um tipo de notificação",
+            "no-types": "escolha ao menos um tipo",
+            "too-long": "deve ter no máximo {limit} caracteres",
+            "no-notification": "Essa notificação não existe.",
+            "no-endpoint": "Esse endpoint não existe; talvez já tenha sido excluído.",
         },
     ),
 }
