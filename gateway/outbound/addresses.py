@@ -39,9 +39,15 @@ def url_problem(url: str) -> str | None:
     """Why a webhook URL cannot be registered, before looking up its host; None if it can."""
     if len(url) > MAX_URL_LENGTH:
         return f"must be at most {MAX_URL_LENGTH} characters"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL (its host or port)"
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return "must be an http or https URL with a host"
+    if port == 0:
+        return "must not name port 0"
     if parts.username is not None or parts.password is not None:
         return "must not carry a user name or password"
     return None
@@ -49,7 +55,8 @@ def url_problem(url: str) -> str | None:
 
 async def private_address_of(url: str) -> str | None:
     """The first address of the URL's host that is not globally reachable, or None. A host that does not
-    resolve now is accepted: the check that counts is the one at delivery."""
+    resolve now is accepted: the check that counts is the one at delivery. Call it on a URL that
+    ``url_problem`` accepted."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:

@@ -45,8 +45,10 @@ NotificationTypeName = Literal[
     "alert.webhook_failures",
     "alert.unusual_consumption",
 ]
+# Visible ASCII but "," and "@" on each side of one "@": the same in every regex dialect, unlike \s.
+EMAIL_PATTERN = r"^[!-+\--?A-~]{1,64}@[!-+\--?A-~]{1,255}$"
 # An http or https URL with a host and no user info; whether its host is private is checked by the handler.
-URL_PATTERN = r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"
+URL_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]+(?:[/?#][!-~]*)?$"
 UserIdPath = Annotated[
     str, PathParameter(min_length=1, max_length=128, pattern=VISIBLE_ASCII, description="The user's id")
 ]
@@ -78,7 +80,7 @@ class EndpointCreated(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ContactBody(Body, frozen=True, kw_only=True):
-    email: Annotated[str, msgspec.Meta(pattern=r"^[^@\s,]{1,64}@[^@\s,]{1,255}$", max_length=320)]
+    email: Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=320)]
     locale: Literal["pt-BR", "en"] = "pt-BR"
 
 

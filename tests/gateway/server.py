@@ -96,7 +96,15 @@ class Gateway:
             return conn.execute(sql).fetchall()  # type: ignore[arg-type]
 
     def events(self) -> int:
-        return int(self.rows("SELECT count(*) FROM ledger_events")[0][0])
+        """The events written so far by requests: the system watch's own (sales paused or resumed, the API-usage
+        alert), which follow the figures in the background whenever they cross a line, are not counted."""
+        return int(
+            self.rows(
+                "SELECT count(*) FROM ledger_events WHERE topic NOT IN ("
+                "'ledger.BillingConfig.SalesPaused', 'ledger.BillingConfig.SalesResumed',"
+                " 'ledger.BillingConfig.ApiUsageReachedThreshold', 'ledger.BillingConfig.ApiUsageBelowThreshold')"
+            )[0][0]
+        )
 
 
 class Api(httpx.Client):

@@ -18,9 +18,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import jwt
+import psycopg
 import pytest
 
 from tests.gateway.server import SECRET, Api, Gateway, private_database, running
@@ -119,6 +121,36 @@ def key(world: World) -> dict[str, str]:
 
 def read(path: str) -> Callable[[World], Request]:
     return lambda _: Request("GET", path)
+
+
+def a_new_endpoints_deletion(world: World) -> Request:
+    with world.gateway.client("admin", "matrix-admin") as admin:
+        created = admin.post(
+            "/api/admin/webhook-endpoints",
+            json={"url": f"https://hooks.example.com/{world.unique()}", "event_types": ["*"]},
+            headers=key(world),
+        )
+    assert created.status_code == 201, created.text
+    return Request("DELETE", f"/api/admin/webhook-endpoints/{created.json()['id']}")
+
+
+def a_notifications_redelivery(world: World) -> Request:
+    notification_id = uuid4()
+    with psycopg.connect(world.gateway.database_url) as conn:
+        conn.execute(
+            "INSERT INTO notifications (id, type, cause, log_position, occurred_at, data)"
+            " VALUES (%s, 'alert.sales_paused', %s, 0, now(), '{}')",
+            (notification_id, f"matrix:{notification_id}"),
+        )
+    return Request("POST", f"/api/admin/notifications/{notification_id}/redeliver")
+
+
+def a_contacts_erasure(world: World) -> Request:
+    user = f"matrix-erased-{world.unique()}"
+    with world.gateway.client("service", "matrix-service") as service:
+        kept = service.put(f"/api/users/{user}/contact", json={"email": "erase@example.com"})
+    assert kept.status_code == 200, kept.text
+    return Request("DELETE", f"/api/users/{user}/contact")
 
 
 # The whole contract outside Stripe and the open routes. A body that changes state carries a fresh value each
@@ -226,6 +258,34 @@ ROUTES = [
         ("admin",),
         lambda w: Request("PATCH", "/api/admin/credits/packages/starter", {"name": f"Starter {w.unique()}"}),
     ),
+    # Being told.
+    Route("GET", "/api/admin/webhook-endpoints", ("admin",), read("/api/admin/webhook-endpoints")),
+    Route(
+        "POST",
+        "/api/admin/webhook-endpoints",
+        ("admin",),
+        lambda w: Request(
+            "POST",
+            "/api/admin/webhook-endpoints",
+            {"url": f"https://hooks.example.com/{w.unique()}", "event_types": ["*"]},
+            key(w),
+        ),
+    ),
+    Route("DELETE", "/api/admin/webhook-endpoints/{endpoint_id}", ("admin",), a_new_endpoints_deletion),
+    Route("GET", "/api/admin/notifications", ("admin",), read("/api/admin/notifications?status=failed")),
+    Route(
+        "POST",
+        "/api/admin/notifications/{notification_id}/redeliver",
+        ("admin",),
+        a_notifications_redelivery,
+    ),
+    Route(
+        "PUT",
+        "/api/users/{user_id}/contact",
+        ("service", "admin"),
+        lambda w: Request("PUT", "/api/users/matrix-contact/contact", {"email": f"m{w.unique()}@example.com"}),
+    ),
+    Route("DELETE", "/api/users/{user_id}/contact", ("service", "admin"), a_contacts_erasure),
 ]
 
 

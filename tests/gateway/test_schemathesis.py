@@ -45,6 +45,7 @@ from schemathesis.wfc.escalation import restore_identity_assignments
 
 from gateway.cli import mint_token
 from gateway.openapi import ecma
+from gateway.routes.notifications import URL_PATTERN
 from ledger.amounts import MAX_AMOUNT
 from ledger.application import MAX_STATEMENT_PERIOD
 from projections import queries
@@ -198,11 +199,21 @@ def as_documented(_: Any, case: Case) -> Case:
         _instant_not_in_the_future(case.query)
     if isinstance(case.query, MutableMapping) and name(case.operation) in {"GetStatement", "GetUserStatement"}:
         _period_in_the_past(case.query)
+    if isinstance(case.body, dict) and name(case.operation) == "CreateWebhookEndpoint":
+        _url_on_a_public_host(case.body)
     if isinstance(case.body, dict):
         case.body = _integers_written_as_integers(case.body)
         _token_total_within_bounds(case.body)
         _hourly_limit_within_daily(case.body)
     return case
+
+
+def _url_on_a_public_host(body: dict[str, Any]) -> None:
+    # CreateWebhookEndpoint: a URL whose host is a private, loopback or link-local address is 422 (the contract);
+    # generated hosts such as "0" resolve to one. A URL the pattern allows gets a public host instead.
+    url = body.get("url")
+    if isinstance(url, str) and re.fullmatch(URL_PATTERN.removeprefix("^").removesuffix("$"), url):
+        body["url"] = "https://hooks.example.com/" + str(abs(hash(url)) % 10_000)
 
 
 def _position_already_reached(headers: MutableMapping[str, Any]) -> None:
@@ -227,6 +238,7 @@ def _usage_range_within_bounds(query: MutableMapping[str, Any]) -> None:
         query["to"] = query["from"]
 
 
+ANY_UUID = "00000000-0000-4000-8000-000000000000"
 # A time the document allows that is surely in the past.
 PAST = "2026-01-01T00:00:00Z"
 
@@ -425,7 +437,7 @@ def test_the_document_states_every_bound_the_server_checks(gateway: Gateway) -> 
     assert bodies["AdjustRequest"]["properties"]["amount_millicredits"]["not"] == {"const": 0}
     # Unknown fields were allowed, and refused; so were negative token counts.
     requests = re.findall(r"#/components/schemas/(\w+)", json.dumps([o.get("requestBody") for o in operations]))
-    assert len(set(requests)) == 8
+    assert len(set(requests)) == 10
     for body in {*requests, "PriceBody"}:
         assert bodies[body]["additionalProperties"] is False, body
     assert bodies["SettleRequest"]["properties"]["input_tokens"]["anyOf"][0]["minimum"] == 0
@@ -497,7 +509,9 @@ def test_a_missing_token_is_the_documented_401(api: schemathesis.BaseSchema, gat
     # ignored_auth sends each operation without its token too; this also holds the 401's body to the document.
     for operation in map(ok, api.get_all_operations()):
         if identity(operation) != ANONYMOUS:
-            path = operation.path.format(reservation_id="r", user_id="u", package_id="p")
+            path = operation.path.format(
+                reservation_id="r", user_id="u", package_id="p", endpoint_id=ANY_UUID, notification_id=ANY_UUID
+            )
             response = httpx.request(operation.method.upper(), gateway.base_url + path)
             assert response.status_code == 401, name(operation)
             operation.Case().validate_response(response, checks=[status_code_conformance, response_schema_conformance])

@@ -172,18 +172,27 @@ def test_a_dispute_claws_back_and_a_won_one_gives_back(
 def test_a_package_cannot_be_bought_while_sales_are_paused(
     gateway: Gateway, fake_stripe: FakeStripe, buyer: Api
 ) -> None:
+    # Sales paused is a state of the system: it follows the limit as soon as it changes, not the next attempt.
     admin = gateway.client("admin", "ops")
     admin.put("/api/admin/billing-config", json={"api_monthly_limit_tokens": 100_000, "alert_threshold_percent": 80})
+    assert sales_paused_becomes(admin, paused=True)
     refused = buyer.post("/api/credits/purchase", json={"package_id": "starter"})
     assert refused.status_code == 409, refused.text
     assert refused.json()["type"] == "sales-paused"
     assert not fake_stripe.events  # No checkout was opened.
-    stats = admin.get("/api/admin/credits/stats", headers={"Ledger-Min-Position": str(gateway.events())}).json()
-    assert stats["sales_paused"] is True
     admin.put("/api/admin/billing-config", json={"api_monthly_limit_tokens": 100_000_000})
+    assert sales_paused_becomes(admin, paused=False)
     buy(buyer)
-    stats = admin.get("/api/admin/credits/stats", headers={"Ledger-Min-Position": str(gateway.events())}).json()
-    assert stats["sales_paused"] is False
+
+
+def sales_paused_becomes(admin: Api, *, paused: bool, timeout_seconds: float = 10) -> bool:
+    """True once the admin stats say sales are (or are not) paused, without anyone trying to buy."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if admin.get("/api/admin/credits/stats").json()["sales_paused"] is paused:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_an_unknown_or_inactive_package_is_not_found(gateway: Gateway, buyer: Api) -> None:
