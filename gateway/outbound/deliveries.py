@@ -33,7 +33,7 @@ from projections.recovery import Backoff
 log = logging.getLogger(__name__)
 
 CONCURRENCY: Final = 32
-PER_TARGET: Final = 4
+PER_TARGET: Final = 16
 IDLE_SECONDS: Final = 1.0
 JITTER: Final = 0.2
 
@@ -244,6 +244,8 @@ class DeliveryWorker:
             next_attempt = datetime.fromtimestamp(now.timestamp() + planned, UTC)
         kind, channel = details["type"], claim.channel
         async with pool.acquire() as conn, conn.transaction():
+            # The notification's row first: two of its deliveries finishing at once then summarise in turn.
+            await conn.execute("SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", claim.notification_id)
             await conn.execute(
                 _RECORD, claim.id, status, next_attempt, outcome.status, None if outcome.delivered else outcome.error
             )

@@ -148,9 +148,10 @@ class Mailer:
         message["Date"] = formatdate(usegmt=True)
         # The same on every try, so a mail client shows a repeat as one message.
         message["Message-ID"] = f"<{delivery_id.hex}@{self.domain}>"
-        message["Content-Language"] = locale
         message.set_content(rendered.text)
         message.add_alternative(rendered.html, subtype="html")
+        # After the content: setting it replaces the headers that describe the content.
+        message["Content-Language"] = locale
         return message
 
     async def send(self, message: EmailMessage) -> Outcome:
