@@ -1,9 +1,10 @@
-"""A receiver that is down for a while: given notifications due to an endpoint whose port is closed, when it
+"""A receiver that is down for a minute: given notifications due to an endpoint whose port is closed, when it
 comes back, then everything arrives, once, signed, and each user's notifications in the order they were
 created."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -24,6 +25,10 @@ from tests.notifications.support import (
 pytestmark = pytest.mark.postgres
 
 TYPES = ["credits.purchased", "credits.low_balance"]
+OUTAGE_SECONDS = 60
+# Growing waits, as the default schedule's, compressed: the tries span about 90 s at the least (jitter
+# included), so none gives up during the outage, and one comes within 10 s of its end.
+OUTAGE_RETRY_SECONDS = (1, 2, 5, *(10,) * 10)
 
 
 def purchases_and_crossings(ledger: Ledger, user: str, rounds: int) -> None:
@@ -37,12 +42,13 @@ def test_given_a_receiver_down_when_it_comes_back_then_every_notification_arrive
     pg_ledger: Ledger, clean_database: str, receiver: Receiver, start_worker: Callable[..., object]
 ) -> None:
     """Given an endpoint whose port is closed and two users with three purchases and three low-balance
-    crossings each, when the receiver has been down for a few tries and then starts, then it receives all
+    crossings each, when the receiver has been down for a minute and then starts, then it receives all
     twelve notifications, each once and validly signed, each user's in the order of creation; every
     notification ends ``delivered`` after more than one attempt for the first ones."""
     down = Receiver()  # Not started: its port refuses connections.
     register_endpoint(clean_database, down, "/hooks/later", TYPES)
-    start_worker()
+    went_down = time.monotonic()
+    start_worker(retry_seconds=OUTAGE_RETRY_SECONDS)
     users = ("hana", "ines")
     for user in users:
         purchases_and_crossings(pg_ledger, user, rounds=3)
@@ -53,11 +59,13 @@ def test_given_a_receiver_down_when_it_comes_back_then_every_notification_arrive
     def most_tries() -> int:
         return int(value(clean_database, "SELECT coalesce(max(attempts), 0) FROM notification_deliveries"))
 
-    wait_until(lambda: most_tries() >= 3, timeout=20, what="three refused tries")  # about three seconds down
+    wait_until(lambda: most_tries() >= 3, timeout=20, what="three refused tries")
+    time.sleep(max(OUTAGE_SECONDS - (time.monotonic() - went_down), 0))
+    assert most_tries() >= 6  # Tried all along the minute.
     assert value(clean_database, "SELECT count(*) FROM notification_deliveries WHERE status = 'delivered'") == 0
     down.start()
     try:
-        wait_until(lambda: all_settled(clean_database), timeout=60, what="every notification to be delivered")
+        wait_until(lambda: all_settled(clean_database), timeout=90, what="every notification to be delivered")
         requests = down.on("/hooks/later")
     finally:
         down.stop()
