@@ -55,6 +55,7 @@ from ledger.config import (
     BillingSettings,
     Package,
     PackageCatalogue,
+    sale_allowed,
 )
 from ledger.errors import (
     ConcurrencyError,
@@ -603,7 +604,7 @@ class Ledger(Application):  # type: ignore[type-arg]
             saved=saved,
         )
 
-    def prepare_purchase(self, package_id: str, *, potential_tokens: int, now: datetime) -> Package:
+    def prepare_purchase(self, package_id: str, *, potential_tokens: int) -> Package:
         """Check that a package may be bought now: it exists, is on sale, and passes the oversell guard.
 
         ``potential_tokens`` is what the credits in circulation could buy, from the read side. A refusal
@@ -615,7 +616,7 @@ class Ledger(Application):  # type: ignore[type-arg]
             raise NotFoundError("package", package_id)
         settings = self.billing_settings()
         package_tokens = package.credits * settings.tokens_per_credit
-        if not self._billing_config(now).sale_allowed(potential_tokens=potential_tokens, package_tokens=package_tokens):
+        if not sale_allowed(settings, potential_tokens=potential_tokens, package_tokens=package_tokens):
             raise SalesPausedError(
                 potential_tokens=potential_tokens,
                 package_tokens=package_tokens,

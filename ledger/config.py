@@ -6,6 +6,7 @@ of a price or a quota is never lost.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -33,6 +34,12 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True):
     low_balance_threshold_millicredits: int = 200 * MILLICREDITS_PER_CREDIT
     unusual_consumption_factor: int = 5
     unusual_consumption_min_tokens: int = 100_000
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> BillingSettings:
+        """The settings named among ``values`` (other keys, such as a view's ``sales_paused``, are left out);
+        defaults for the rest, such as a setting added after the values were stored."""
+        return cls(**{key: value for key, value in values.items() if key in cls.__struct_fields__})
 
     @property
     def welcome_millicredits(self) -> int:
@@ -63,6 +70,14 @@ class SalesJudgement(msgspec.Struct, frozen=True, kw_only=True):
     api_usage_reached: bool
 
 
+def sale_allowed(settings: BillingSettings, *, potential_tokens: int, package_tokens: int) -> bool:
+    """The oversell guard: False while the tokens that credits in circulation could buy, plus the package's
+    own, would pass ``alert_threshold_percent`` of the upstream API's monthly limit."""
+    # Exact in integers: (potential + package) / limit > threshold / 100.
+    allowed = settings.alert_threshold_percent * settings.api_monthly_limit_tokens
+    return (potential_tokens + package_tokens) * 100 <= allowed
+
+
 def judge_sales(
     settings: BillingSettings, *, circulation_millicredits: int, smallest_package_credits: int
 ) -> SalesJudgement:
@@ -77,8 +92,7 @@ def judge_sales(
         package_tokens=package_tokens,
         api_monthly_limit_tokens=settings.api_monthly_limit_tokens,
         alert_threshold_percent=settings.alert_threshold_percent,
-        # Exact in integers: (potential + package) / limit > threshold / 100.
-        sales_paused=(potential + package_tokens) * 100 > allowed,
+        sales_paused=not sale_allowed(settings, potential_tokens=potential, package_tokens=package_tokens),
         api_usage_reached=potential * 100 >= allowed,
     )
 
@@ -147,15 +161,6 @@ class BillingConfig(Aggregate):
                 request_id=request_id,
             )
         return changed
-
-    def sale_allowed(self, *, potential_tokens: int, package_tokens: int) -> bool:
-        """The oversell guard: False while the tokens that credits in circulation could buy, plus the
-        package's own, would pass ``alert_threshold_percent`` of the upstream API's monthly limit."""
-        settings = self.settings
-        # Exact in integers: (potential + package) / limit > threshold / 100.
-        return (potential_tokens + package_tokens) * 100 <= settings.alert_threshold_percent * (
-            settings.api_monthly_limit_tokens
-        )
 
     def evaluate_sales(self, *, circulation_millicredits: int, smallest_package_credits: int, now: datetime) -> None:
         """Record the system's state against the API limit (see ``judge_sales``). Each change is one

@@ -20,7 +20,8 @@ import msgspec
 
 MAX_PAGE_SIZE: Final = 500
 DEFAULT_PAGE_SIZE: Final = 50
-CURSOR_PATTERN: Final = r"^[0-9]{1,19}$"
+# Bounded so that every cursor the pattern admits is a bigint.
+CURSOR_PATTERN: Final = r"^(0|[1-9][0-9]{0,15})\Z"
 SECRET_BYTES: Final = 32
 STATUSES: Final = ("pending", "delivered", "failed")
 

@@ -133,8 +133,7 @@ class Notifier:
         if row is None:  # A database emptied by hand (the tests): everything in it is new.
             conn.execute("INSERT INTO notifier_state (name, settings, live_from) VALUES ('all', '{}', 0)")
             row = ({}, 0)
-        known = set(BillingSettings.__struct_fields__)
-        batch = Batch(settings=BillingSettings(**{k: v for k, v in row[0].items() if k in known}), live_from=row[1])
+        batch = Batch(settings=BillingSettings.from_values(row[0]), live_from=row[1])
         account_ids = list({e.originator_id for _, e in events if isinstance(e, ACCOUNT_EVENTS)})
         for account, user, balance, holds, low_armed, unusual_armed in conn.execute(
             "SELECT account_id, user_id, balance_millicredits, holds, low_balance_armed, unusual_armed"
@@ -194,7 +193,7 @@ class Notifier:
         if batch.settings_changed:
             conn.execute(
                 "UPDATE notifier_state SET settings = %s WHERE name = 'all'",
-                (Jsonb(msgspec_to_dict(batch.settings)),),
+                (Jsonb(msgspec.structs.asdict(batch.settings)),),
             )
 
     # The rules, one per event type.
@@ -282,13 +281,12 @@ class Notifier:
         self._notice(batch, NotificationType.PAYMENT_FAILED, position, event, data, user)
 
     def _seeded(self, batch: Batch, _position: int, event: BillingConfig.Seeded) -> None:
-        known = set(BillingSettings.__struct_fields__)
-        batch.settings = BillingSettings(**{k: v for k, v in event.values.items() if k in known})
+        batch.settings = BillingSettings.from_values(event.values)
         batch.settings_changed = True
 
     def _setting_changed(self, batch: Batch, _position: int, event: BillingConfig.SettingChanged) -> None:
         if event.key in BillingSettings.__struct_fields__:
-            batch.settings = BillingSettings(**{**msgspec_to_dict(batch.settings), event.key: event.new_value})
+            batch.settings = msgspec.structs.replace(batch.settings, **{event.key: event.new_value})
             batch.settings_changed = True
 
     def _sales_state(self, batch: Batch, position: int, event: Any) -> None:
@@ -381,11 +379,6 @@ class Notifier:
             self._notice(batch, NotificationType.UNUSUAL_CONSUMPTION, position, event, data, user)
         elif not unusual:
             watch.unusual_armed = True
-
-
-def msgspec_to_dict(settings: BillingSettings) -> dict[str, int]:
-    values: dict[str, int] = msgspec.structs.asdict(settings)
-    return values
 
 
 def _purchase_grant(event: Any) -> bool:

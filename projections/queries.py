@@ -398,8 +398,7 @@ async def billing_settings(pool: Any) -> BillingSettings:
 async def _config(pool: Any) -> tuple[BillingSettings, bool]:
     """The billing settings, and whether the oversell guard has paused sales."""
     rows = {r["key"]: r["value"] for r in await pool.fetch("SELECT key, value FROM billing_config")}
-    known = set(BillingSettings.__struct_fields__)
-    return BillingSettings(**{k: v for k, v in rows.items() if k in known}), rows.get("sales_paused") == 1
+    return BillingSettings.from_values(rows), rows.get("sales_paused") == 1
 
 
 async def system_stats(pool: Any, *, now: datetime) -> SystemStats:

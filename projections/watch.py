@@ -25,6 +25,7 @@ from ledger.config import BillingSettings, judge_sales
 from projections.notices import Notice, NotificationType
 from projections.outbox import Outbox
 from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
+from projections.runner import CONNECT_TIMEOUT_SECONDS, STANDBY_POLL_SECONDS, lock_key
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,19 @@ FAILURE_WINDOW: Final = timedelta(minutes=5)
 DEFAULT_FAILURE_THRESHOLD: Final = 5
 # Failures are kept a day: long enough to look into, short enough that the table stays small.
 FAILURE_RETENTION: Final = timedelta(days=1)
-CONNECT_TIMEOUT_SECONDS: Final = 5
+PRUNE_EVERY: Final = timedelta(hours=1)
 
 _FIGURES: Final = (
     "SELECT (SELECT coalesce(max(credits_in_circulation_millicredits), 0) FROM account_totals),"
     " (SELECT coalesce(min(credits), 0) FROM credit_packages WHERE active),"
     " (SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM billing_config)"
+)
+
+
+_FAILURES: Final = (
+    "WITH w AS (SELECT date_bin(%s, now(), timestamptz '1970-01-01') AS start)"
+    " SELECT w.start, (SELECT count(*) FROM stripe_webhook_failures WHERE at >= w.start),"
+    " (SELECT coalesce(max(notification_id), 0) FROM ledger_events) FROM w"
 )
 
 
@@ -50,6 +58,8 @@ class SalesJudge(Protocol):
 
 
 class SystemWatch:
+    name = "system-watch"
+
     def __init__(
         self,
         database_url: str,
@@ -64,40 +74,61 @@ class SystemWatch:
         self.outbox = outbox
         self.clock = clock
         self.failure_threshold = failure_threshold
+        self.active = False
         self._judged: tuple[bool, bool] | None = None
+        # The last window alerted on, and when old failures were last pruned: each is done once, not each look.
+        self._alerted_window: datetime | None = None
+        self._pruned_at: datetime | None = None
 
     def run_forever(self, stop: threading.Event) -> None:
+        """Stand by until this process holds the watch's lock, then look until stopped.
+
+        The watch keeps no state of its own that an error could leave wrong, so it never stops on one: a lost
+        connection, or the ledger refusing or failing for a moment, is logged and tried again after a pause.
+        """
         backoff = Backoff()
         while not stop.is_set():
             try:
-                with psycopg.connect(
-                    self.database_url,
-                    autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                    application_name="ledger system watch",
-                ) as conn:
-                    conn.execute("LISTEN ledger_events")
-                    while not stop.is_set():
-                        self.check(conn)
-                        backoff.reset()
-                        for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
-                            pass
-                        # Under load the log never goes quiet: looking a few times a second is enough.
-                        stop.wait(MIN_INTERVAL_SECONDS)
-                        for _ in conn.notifies(timeout=0):
-                            pass
+                self._hold_and_watch(stop, backoff)
             except CONNECTION_FAULTS as fault:
                 log.warning("system watch %s; trying again", describe_fault(fault))
-                self._judged = None
-                stop.wait(backoff.next_seconds())
+            except Exception:
+                log.exception("system watch failed; trying again")
+            finally:
+                self.active = False
+            self._judged = None
+            stop.wait(backoff.next_seconds())
+
+    def _hold_and_watch(self, stop: threading.Event, backoff: Backoff) -> None:
+        with psycopg.connect(
+            self.database_url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name="ledger system watch",
+        ) as conn:
+            while not stop.is_set():
+                if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone() == (True,):
+                    break
+                backoff.reset()
+                stop.wait(STANDBY_POLL_SECONDS)
+            self.active = not stop.is_set()
+            conn.execute("LISTEN ledger_events")
+            while not stop.is_set():
+                self.check(conn)
+                backoff.reset()
+                for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
+                    pass
+                # Under load the log never goes quiet: looking a few times a second is enough.
+                stop.wait(MIN_INTERVAL_SECONDS)
+                for _ in conn.notifies(timeout=0):
+                    pass
 
     def check(self, conn: psycopg.Connection[Any]) -> None:
         """One look at the figures and the failure window."""
         now = self.clock()
         row = conn.execute(_FIGURES).fetchone()
         circulation, smallest, config = row or (0, 0, {})
-        known = set(BillingSettings.__struct_fields__)
-        settings = BillingSettings(**{key: value for key, value in config.items() if key in known})
+        settings = BillingSettings.from_values(config)
         judgement = judge_sales(settings, circulation_millicredits=circulation, smallest_package_credits=smallest)
         states = (judgement.sales_paused, judgement.api_usage_reached)
         # The ledger is asked only when a state may have changed (and once at start): it judges again with
@@ -108,16 +139,10 @@ class SystemWatch:
         self._count_failures(conn, now)
 
     def _count_failures(self, conn: psycopg.Connection[Any], now: datetime) -> None:
-        window_start = datetime.fromtimestamp(
-            now.timestamp() // FAILURE_WINDOW.total_seconds() * FAILURE_WINDOW.total_seconds(), UTC
-        )
-        row = conn.execute(
-            "SELECT count(*), (SELECT coalesce(max(notification_id), 0) FROM ledger_events)"
-            " FROM stripe_webhook_failures WHERE at >= %s AND at < %s",
-            (window_start, window_start + FAILURE_WINDOW),
-        ).fetchone()
-        failures, head = row or (0, 0)
-        if failures > self.failure_threshold:
+        # The window is the database's: the failures are stamped by its clock.
+        row = conn.execute(_FAILURES, (FAILURE_WINDOW,)).fetchone()
+        window_start, failures, head = row or (now, 0, 0)
+        if failures > self.failure_threshold and window_start != self._alerted_window:
             notice = Notice(
                 type=NotificationType.WEBHOOK_FAILURES,
                 cause=f"stripe-webhook-failures:{window_start.isoformat()}",
@@ -132,4 +157,7 @@ class SystemWatch:
             )
             with conn.transaction():
                 self.outbox.create(conn, [notice])
-        conn.execute("DELETE FROM stripe_webhook_failures WHERE at < %s", (now - FAILURE_RETENTION,))
+            self._alerted_window = window_start
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            conn.execute("DELETE FROM stripe_webhook_failures WHERE at < now() - %s", (FAILURE_RETENTION,))
+            self._pruned_at = now

@@ -21,6 +21,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SIX_TO_FOUR: Final = ipaddress.IPv6Network("2002::/16")
 MAX_URL_LENGTH: Final = 2_000
+# A registration does not wait on a slow resolver: the check at delivery is the one that counts.
+LOOKUP_TIMEOUT_SECONDS: Final = 2.0
 
 
 def globally_reachable(address: IPAddress) -> bool:
@@ -46,10 +48,18 @@ def url_problem(url: str) -> str | None:
         return "is not a valid URL (its host or port)"
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return "must be an http or https URL with a host"
-    if port == 0:
-        return "must not name port 0"
     if parts.username is not None or parts.password is not None:
         return "must not carry a user name or password"
+    if port == 0:
+        return "must not name port 0"
+    return _host_problem(parts.hostname)
+
+
+def _host_problem(host: str) -> str | None:
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return "has a host name that is not valid (an empty label, or one over 63 characters)"
     return None
 
 
@@ -64,8 +74,9 @@ async def private_address_of(url: str) -> str | None:
     except ValueError:
         pass
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-    except OSError:
+        async with asyncio.timeout(LOOKUP_TIMEOUT_SECONDS):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except (OSError, TimeoutError):
         return None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])

@@ -27,7 +27,7 @@ import msgspec
 
 from gateway.outbound.addresses import guarded_client
 from gateway.outbound.sending import Mailer, Outcome, send_webhook, webhook_body
-from projections.outbox import DELIVERIES_CHANNEL, LATENCY_BUCKETS_MS
+from projections.outbox import DEFAULT_LOCALE, DELIVERIES_CHANNEL, LATENCY_BUCKETS_MS
 from projections.recovery import Backoff
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ WITH ranked AS (
           SELECT 1 FROM notification_deliveries AS e
           WHERE e.order_key = d.order_key AND e.status = 'pending' AND e.seq < d.seq))
 ), picked AS (
-    SELECT id FROM ranked WHERE place <= $2 AND NOT coalesce(leased, false) LIMIT $1
+    SELECT r.id FROM ranked AS r JOIN notification_deliveries AS d USING (id)
+    WHERE r.place <= $2 AND NOT coalesce(r.leased, false)
+    ORDER BY d.next_attempt_at, d.seq LIMIT $1
 ), locked AS (
     SELECT d.id FROM notification_deliveries AS d JOIN picked USING (id)
     WHERE d.status = 'pending' AND (d.locked_until IS NULL OR d.locked_until <= now())
@@ -59,7 +61,7 @@ WITH ranked AS (
 )
 UPDATE notification_deliveries AS d SET locked_until = now() + make_interval(secs => $3)
 FROM locked WHERE d.id = locked.id
-RETURNING d.id, d.notification_id, d.channel, d.endpoint_id, d.recipient, d.locale, d.round_attempts
+RETURNING d.id, d.notification_id, d.channel, d.endpoint_id, d.recipient, d.locale, d.round_attempts, d.locked_until
 """
 
 _DETAILS: Final = """
@@ -72,7 +74,7 @@ _RECORD: Final = """
 UPDATE notification_deliveries SET attempts = attempts + 1, round_attempts = round_attempts + 1,
     locked_until = NULL, status = $2, next_attempt_at = $3, last_status = $4, last_error = $5,
     delivered_at = CASE WHEN $2 = 'delivered' THEN now() END
-WHERE id = $1 AND status = 'pending'
+WHERE id = $1 AND status = 'pending' AND locked_until = $6
 """
 
 _SUMMARISE: Final = """
@@ -101,6 +103,9 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     recipient: str | None
     locale: str | None
     round_attempts: int
+    # The lease this claim holds: an outcome is recorded only under it, so a try that outlived its lease
+    # (and was taken again) records nothing.
+    locked_until: datetime
 
 
 def latency_bucket(milliseconds: int) -> str:
@@ -159,8 +164,16 @@ class DeliveryWorker:
             while not stopping.is_set():
                 try:
                     await self._serve(client, backoff, stopping)
-                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as fault:
-                    log.warning("notification deliveries lost the database (%s); trying again", type(fault).__name__)
+                except Exception as fault:
+                    # A sender never stops: it waits and tries again. The database away or restarting
+                    # (asyncpg has a dozen errors for that) is the usual cause;
+                    # anything else is logged whole. Claims held are leased, so nothing is lost meanwhile.
+                    if isinstance(fault, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | TimeoutError):
+                        log.warning(
+                            "notification deliveries lost the database (%s); trying again", type(fault).__name__
+                        )
+                    else:
+                        log.exception("notification deliveries stopped on an error; trying again")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stopping.wait(), backoff.next_seconds())
         finally:
@@ -202,10 +215,18 @@ class DeliveryWorker:
     async def _deliver(self, pool: Any, client: Any, claim: Claim) -> None:
         try:
             details = await pool.fetchrow(_DETAILS, claim.notification_id, claim.endpoint_id)
-            outcome = await self._send(client, claim, details)
+            try:
+                # Bounded as a whole, well within the lease: a receiver trickling its answer cannot hold it.
+                async with asyncio.timeout(self.webhook_timeout_seconds * 2):
+                    outcome = await self._send(client, claim, details)
+            except TimeoutError:
+                outcome = Outcome(delivered=False, retry=True, error="timed out")
+            except Exception as error:  # A try that failed in our own code still counts, so it cannot go round forever.
+                log.exception("delivery %s could not be sent", claim.id)
+                outcome = Outcome(delivered=False, retry=True, error=f"could not be sent: {type(error).__name__}")
             await self._record(pool, claim, details, outcome)
-        except Exception:  # The claim's lease runs out and another try takes it; the worker goes on.
-            log.exception("delivery %s could not be completed", claim.id)
+        except Exception:  # The database went away: the claim's lease runs out and another try takes it.
+            log.exception("delivery %s could not be recorded", claim.id)
 
     async def _send(self, client: Any, claim: Claim, details: Any) -> Outcome:
         data = msgspec.json.decode(details["data"]) if isinstance(details["data"], str) else details["data"]
@@ -223,7 +244,7 @@ class DeliveryWorker:
         message = self.mailer.message(
             delivery_id=claim.id,
             recipient=claim.recipient,
-            locale=claim.locale or "pt-BR",
+            locale=claim.locale or DEFAULT_LOCALE,
             notification_type=details["type"],
             data=data,
             occurred_at=details["occurred_at"],
@@ -246,9 +267,17 @@ class DeliveryWorker:
         async with pool.acquire() as conn, conn.transaction():
             # The notification's row first: two of its deliveries finishing at once then summarise in turn.
             await conn.execute("SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", claim.notification_id)
-            await conn.execute(
-                _RECORD, claim.id, status, next_attempt, outcome.status, None if outcome.delivered else outcome.error
+            recorded = await conn.execute(
+                _RECORD,
+                claim.id,
+                status,
+                next_attempt,
+                outcome.status,
+                None if outcome.delivered else outcome.error,
+                claim.locked_until,
             )
+            if recorded != "UPDATE 1":
+                return  # The lease ran out and the delivery was taken again: that try records its own outcome.
             await conn.execute(_SUMMARISE, claim.notification_id, None if outcome.delivered else outcome.error)
             if status == "delivered":
                 latency_ms = max(int((now - details["occurred_at"]).total_seconds() * 1000), 0)

@@ -28,6 +28,8 @@ GONE: Final = 410
 # The part of an answer kept for the operators: enough to see what the receiver said.
 EXCERPT_CHARACTERS: Final = 200
 PERMANENT_SMTP_FROM: Final = 500
+# A Retry-After longer than this many digits (over a year in seconds) is not taken at its word.
+RETRY_AFTER_DIGITS: Final = 8
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,30 +72,42 @@ async def send_webhook(
         "webhook-signature": Webhook(secret).sign(msg_id, now, body),
     }
     try:
-        response = await client.post(url, content=body.encode(), headers=headers)
+        async with client.stream("POST", url, content=body.encode(), headers=headers) as response:
+            status = response.status_code
+            if 200 <= status < 300:  # noqa: PLR2004
+                return Outcome(delivered=True, retry=False, status=status)
+            excerpt = (await _start_of(response)).decode(errors="replace")
+            retry_after = _retry_after(response.headers.get("retry-after"))
     except SSRFProtectionError as error:
         return Outcome(delivered=False, retry=False, error=f"blocked: {error}")
     except httpx.TimeoutException:
         return Outcome(delivered=False, retry=True, error="timed out")
     except httpx.HTTPError as error:
         return Outcome(delivered=False, retry=True, error=f"could not connect: {type(error).__name__}")
-    status = response.status_code
-    if 200 <= status < 300:  # noqa: PLR2004
-        return Outcome(delivered=True, retry=False, status=status)
-    excerpt = response.text[:EXCERPT_CHARACTERS]
     return Outcome(
         delivered=False,
         retry=status != GONE,
         status=status,
         error=f"answered {status}: {excerpt}" if excerpt else f"answered {status}",
-        retry_after_seconds=_retry_after(response.headers.get("retry-after")),
+        retry_after_seconds=retry_after,
     )
 
 
+async def _start_of(response: httpx.Response) -> bytes:
+    """The first bytes of an answer's body: what an operator needs, and no more, however large it is."""
+    start = b""
+    async for chunk in response.aiter_bytes():
+        start += chunk
+        if len(start) >= EXCERPT_CHARACTERS:
+            break
+    return start[:EXCERPT_CHARACTERS]
+
+
 def _retry_after(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > RETRY_AFTER_DIGITS:
         return None
-    return int(value.strip())
+    return int(text)
 
 
 class SmtpServer(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,7 +31,6 @@ PAGE: Final = "/admin/notifications"
 PER_PAGE: Final = store.DEFAULT_PAGE_SIZE
 ALL_TYPES: Final = "*"
 MAX_DESCRIPTION: Final = 500
-MAX_CURSOR: Final = 2**63 - 1
 Query = Annotated[str | None, Parameter(required=False)]
 # Why a form's write was refused, and the status the page is answered with.
 REFUSAL_STATUS: Final = {"missing": 404, "idempotency": 409}
@@ -52,7 +51,7 @@ def _status(text: str | None) -> str | None:
 
 def _cursor(text: str | None) -> str | None:
     """A cursor as the list gives one; any other is the first page."""
-    return text if text and re.fullmatch(store.CURSOR_PATTERN, text) and int(text) <= MAX_CURSOR else None
+    return text if text and re.fullmatch(store.CURSOR_PATTERN, text) else None
 
 
 def _address(*, kind: str | None = None, status: str | None = None, **more: str | None) -> str:

@@ -88,9 +88,7 @@ async def start_purchase(
     settings = state.settings
     now = state.clock()
     stats = await queries.system_stats(state.pool, now=now)
-    package = await state.calls.read(
-        state.ledger.prepare_purchase, package_id, potential_tokens=stats.potential_tokens, now=now
-    )
+    package = await state.calls.read(state.ledger.prepare_purchase, package_id, potential_tokens=stats.potential_tokens)
     user_id = buyer.sub
     # The same key from the same user is the same purchase, so Stripe's own idempotency returns the
     # same session to a retry instead of opening a second one.

@@ -60,7 +60,13 @@ class Gateway:
         if self.settings.group_commit_max_batch > 0:
             self.ledger.enable_group_commit(max_batch=self.settings.group_commit_max_batch)
         self.ledger.seed(now=self.clock())
-        self.worker = ProjectionWorker(database_url, self.ledger, clock=self.clock, batch_size=500)
+        self.worker = ProjectionWorker(
+            database_url,
+            self.ledger,
+            clock=self.clock,
+            batch_size=500,
+            stripe_failure_threshold=self.settings.stripe_failure_alert_threshold,
+        )
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         app = create_app(self.settings, self.ledger, database_url, clock=self.clock)

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from gateway.outbound.deliveries import _DETAILS, Claim, DeliveryWorker
-from gateway.outbound.sending import Mailer, Outcome
+from gateway.outbound.sending import Mailer, Outcome, _retry_after
 from ledger.application import Ledger
 from projections.notification_queries import Contact, add_endpoint, set_contact
 from tests.notifications.support import (
@@ -78,11 +78,14 @@ async def test_given_two_deliveries_recorded_at_once_when_both_succeed_then_the_
             await set_contact(conn, Contact(user_id="fay", email="fay@example.com", locale="en"))
         cross_low_balance(pg_ledger, "fay")
         notifier(clean_database).catch_up()
+        # Both claimed, as the worker claims them: under a lease each.
         records = await pool.fetch(
-            "SELECT id, notification_id, channel, endpoint_id, recipient, locale, round_attempts"
-            " FROM notification_deliveries ORDER BY channel DESC"
+            "UPDATE notification_deliveries SET locked_until = now() + interval '1 minute'"
+            " RETURNING id, notification_id, channel, endpoint_id, recipient, locale, round_attempts, locked_until"
         )
-        webhook, mail = (Claim(**dict(record)) for record in records)
+        webhook, mail = sorted(
+            (Claim(**dict(record)) for record in records), key=lambda claim: claim.channel, reverse=True
+        )
         assert (webhook.channel, mail.channel) == ("webhook", "email")
         details = await pool.fetchrow(_DETAILS, webhook.notification_id, webhook.endpoint_id)
         held = HeldCommits(pool)
@@ -123,3 +126,40 @@ def test_given_a_contact_locale_when_an_email_is_built_then_it_says_its_language
     parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "Your credit balance is low"
     assert parsed["Content-Language"] == "en"
+
+
+@pytest.mark.postgres
+async def test_given_a_try_that_outlived_its_lease_when_it_is_recorded_then_nothing_changes(
+    pg_ledger: Ledger, clean_database: str
+) -> None:
+    """Given a delivery claimed, whose lease ran out and which was claimed again, when the first try's outcome
+    arrives, then it records nothing: neither the delivery, nor its notification, nor the counters."""
+    worker = DeliveryWorker(
+        clean_database, retry_seconds=(1,), webhook_timeout_seconds=1, allow_private_networks=True, mailer=None
+    )
+    pool = await asyncpg.create_pool(clean_database, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await add_endpoint(conn, url="http://127.0.0.1:9/hook", event_types=["*"], description="")
+        cross_low_balance(pg_ledger, "hal")
+        notifier(clean_database).catch_up()
+        claim_sql = (
+            "UPDATE notification_deliveries SET locked_until = now() + interval '1 minute'"
+            " RETURNING id, notification_id, channel, endpoint_id, recipient, locale, round_attempts, locked_until"
+        )
+        first = Claim(**dict((await pool.fetch(claim_sql))[0]))
+        second = Claim(**dict((await pool.fetch(claim_sql))[0]))  # Taken again: another lease.
+        details = await pool.fetchrow(_DETAILS, first.notification_id, first.endpoint_id)
+        await worker._record(pool, first, details, Outcome(delivered=True, retry=False, status=200))
+        assert rows(clean_database, "SELECT status, attempts FROM notification_deliveries") == [("pending", 0)]
+        assert rows(clean_database, "SELECT count(*) FROM notification_counters WHERE channel = 'webhook'") == [(0,)]
+        await worker._record(pool, second, details, Outcome(delivered=True, retry=False, status=200))
+        assert rows(clean_database, "SELECT status, attempts FROM notification_deliveries") == [("delivered", 1)]
+        assert rows(clean_database, "SELECT status FROM notifications") == [("delivered",)]
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("120", 120), (" 5 ", 5), ("²", None), ("-1", None), ("9" * 30, None)])
+def test_a_retry_after_header_is_taken_only_as_plain_seconds(header: str, seconds: int | None) -> None:
+    assert _retry_after(header) == seconds
