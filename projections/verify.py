@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
+from eventsourcing.utils import TopicError
 
 from ledger.account import CreditAccount
 from ledger.config import PACKAGE_FIELDS, BillingConfig, PackageCatalogue
@@ -24,6 +25,29 @@ FIELDS = (
 )
 
 
+class UnknownEventError(Exception):
+    """An event this version of ``verify`` has no rule for: it cannot say what the views should hold."""
+
+    def __init__(self, topic: str, position: int) -> None:
+        super().__init__(f"the event at position {position} is of a type verify does not know: {topic}")
+
+
+# Events that move nothing ``verify`` compares; every other type it meets needs a rule, or it refuses.
+NEUTRAL_EVENTS: tuple[type, ...] = (
+    CreditAccount.Initialized,
+    BillingConfig.ApiUsageReachedThreshold,
+    BillingConfig.ApiUsageBelowThreshold,
+    PackageCatalogue.Opened,
+)
+
+
+def _decode(mapper: Any, stored: StoredEvent, position: int) -> Any:
+    try:
+        return mapper.to_domain_event(stored)
+    except TopicError:  # A topic no class of this version answers to.
+        raise UnknownEventError(stored.topic, position) from None
+
+
 def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tuple[int, int, int, int]]:
     mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
     users: dict[Any, str] = {}
@@ -31,12 +55,12 @@ def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tu
     holds: dict[str, int] = {}
     with conn.cursor(name="verify_scan") as cursor:
         cursor.execute(
-            "SELECT originator_id, originator_version, topic, state FROM ledger_events"
+            "SELECT originator_id, originator_version, topic, state, notification_id FROM ledger_events"
             " WHERE topic LIKE 'ledger.CreditAccount.%%' AND notification_id <= %s ORDER BY notification_id",
             (up_to,),
         )
-        for oid, version, topic, state in cursor:
-            event = mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state)))
+        for oid, version, topic, state, position in cursor:
+            event = _decode(mapper, StoredEvent(oid, version, topic, bytes(state)), position)
             if isinstance(event, CreditAccount.Opened):
                 users[oid] = event.user_id
                 totals[oid] = [0, 0, 0, 0]
@@ -60,6 +84,8 @@ def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tu
                 t[1] -= holds.pop(event.reservation_id)
             elif isinstance(event, CreditAccount.CreditsRemoved | CreditAccount.CreditsRevoked):
                 t[0] -= amount
+            elif not isinstance(event, NEUTRAL_EVENTS):
+                raise UnknownEventError(topic, position)
     return {users[oid]: (t[0], t[1], t[2], t[3]) for oid, t in totals.items()}
 
 
@@ -69,7 +95,11 @@ def verify(database_url: str) -> list[str]:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         row = conn.execute("SELECT position FROM projection_positions WHERE name = 'accounts'").fetchone()
         position = row[0] if row else 0
-        expected = expected_balances(conn, position)
+        try:
+            expected = expected_balances(conn, position)
+            catalogue = catalogue_differences(conn)
+        except UnknownEventError as unknown:
+            return [str(unknown)]
         actual = {
             r[0]: tuple(r[1:])
             for r in conn.execute(
@@ -80,7 +110,7 @@ def verify(database_url: str) -> list[str]:
         totals = conn.execute(
             "SELECT credits_in_circulation_millicredits, users_with_balance, reserved_millicredits FROM account_totals"
         ).fetchone() or (0, 0, 0)
-        differences = catalogue_differences(conn)
+        differences = catalogue
     for user in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(user), actual.get(user)
         if want != have:
@@ -105,13 +135,13 @@ def expected_catalogue(conn: psycopg.Connection[Any], up_to: int) -> tuple[dict[
     settings: dict[str, int] = {}
     packages: dict[str, dict[str, Any]] = {}
     rows = conn.execute(
-        "SELECT originator_id, originator_version, topic, state FROM ledger_events"
+        "SELECT originator_id, originator_version, topic, state, notification_id FROM ledger_events"
         " WHERE (topic LIKE 'ledger.BillingConfig.%%' OR topic LIKE 'ledger.PackageCatalogue.%%')"
         " AND notification_id <= %s ORDER BY notification_id",
         (up_to,),
     ).fetchall()
-    for oid, version, topic, state in rows:
-        event = mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state)))
+    for oid, version, topic, state, position in rows:
+        event = _decode(mapper, StoredEvent(oid, version, topic, bytes(state)), position)
         if isinstance(event, BillingConfig.Seeded):
             settings.update(event.values)
         elif isinstance(event, BillingConfig.SettingChanged):
@@ -122,6 +152,8 @@ def expected_catalogue(conn: psycopg.Connection[Any], up_to: int) -> tuple[dict[
             packages[event.package_id] = dict(event.fields)
         elif isinstance(event, PackageCatalogue.PackageChanged):
             packages[event.package_id].update({field: new for field, (_, new) in event.changes.items()})
+        elif not isinstance(event, NEUTRAL_EVENTS):
+            raise UnknownEventError(topic, position)
     return settings, packages
 
 

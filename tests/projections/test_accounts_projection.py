@@ -19,11 +19,13 @@ from ledger.commands import (
     AdjustCredits,
     DebitUsage,
     GrantCredits,
+    InitializeAccount,
     ReleaseReservation,
     ReserveCredits,
     RevokeCredits,
     SettleReservation,
 )
+from projections import verify as verify_module
 from projections.accounts import AccountsProjection, ProjectionError
 from projections.runner import ProjectionRunner
 from projections.verify import verify
@@ -316,3 +318,15 @@ def test_a_lost_connection_is_survived_and_the_lock_taken_again(pg_ledger: Ledge
         for thread in threads:
             thread.join(timeout=5)
     assert verify(clean_database) == []
+
+
+def test_verify_refuses_an_event_type_it_has_no_rule_for(
+    pg_ledger: Ledger, clean_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given an event verify has no rule for, when verify runs, then it says so instead of passing it over."""
+    pg_ledger.initialize_account(InitializeAccount(user_id="u1"), idempotency=None, now=T0)
+    ProjectionRunner(clean_database, AccountsProjection()).catch_up()
+    assert verify(clean_database) == []
+    monkeypatch.setattr(verify_module, "NEUTRAL_EVENTS", ())
+    [refusal] = verify(clean_database)
+    assert "of a type verify does not know: ledger.CreditAccount.Initialized" in refusal
