@@ -106,7 +106,9 @@ def test_losing_redis_under_write_load_keeps_writes_and_live_updates_and_never_a
     with deployment(database_url, private_redis.url, scratch) as running:
         fund(running.base_url, [*LOAD_USERS, LISTENER])
         # A stream starts from the views' balance: it must already include the funding.
-        assert views_caught_up(database_url, timeout=30)[0] is not None
+        # The wait is generous: on two cores shared with the rest of the suite, starting the projectors can be slow.
+        waited, positions, last_event = views_caught_up(database_url, timeout=90)
+        assert waited is not None, f"views at {positions}, last event {last_event}: {running.projectors[0].describe()}"
         through_outage = BalanceStream(running.base_url, LISTENER).start()
         assert through_outage.wait_for(FUNDING_MILLICREDITS, since=0, timeout=10) is not None, through_outage.ended
         load = WriteLoad(running.base_url, LOAD_USERS).start()
