@@ -7,6 +7,7 @@ lines on stderr and a non-zero exit: 2 for a configuration or usage error, 1 for
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import getpass
 import signal
 import sys
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ledger: configuration error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: what a process that seems stuck is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     if args.command == "token":
         return _token(settings, args.role, args.sub, args.ttl_seconds)

@@ -40,6 +40,19 @@ def between(answers: Sequence[Answer], start: float, end: float) -> list[Answer]
 # What the database says
 
 
+def activity(database_url: str) -> str:
+    """What every connection to the database is doing: for a failure message, when something waits."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=2) as conn:
+            rows = conn.execute(
+                "SELECT application_name, state, wait_event_type, wait_event, left(query, 100)"
+                " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+    except psycopg.Error as error:
+        return f"(pg_stat_activity unreadable: {error})"
+    return "\n".join(" | ".join(str(value) for value in row) for row in rows)
+
+
 def views_caught_up(
     database_url: str, timeout: float, *, hopeless: Callable[[], bool] = lambda: False
 ) -> tuple[float | None, dict[str, int], int]:

@@ -94,6 +94,15 @@ class LedgerProcess:
             self.process.wait(timeout=5)
 
 
+def stacks_of(process: LedgerProcess) -> str:
+    """Every thread's stack in a running ``ledger`` process (it dumps them on SIGUSR1), for a failure message."""
+    if process.running():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(0.5)
+    return f"`ledger {process.name}` (pid {process.pid}):\n" + tail(process.log, 120)
+
+
 def run_ledger(
     args: Sequence[str], env: dict[str, str], root: Path, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

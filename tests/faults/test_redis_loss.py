@@ -19,6 +19,7 @@ import pytest
 
 from tests.faults.checks import (
     Expectations,
+    activity,
     between,
     by_status,
     logged_problems,
@@ -27,7 +28,15 @@ from tests.faults.checks import (
     views_caught_up,
 )
 from tests.faults.servers import PrivatePostgres, PrivateRedis, redis_server_binary
-from tests.faults.service import FUNDING_MILLICREDITS, BalanceStream, WriteLoad, bearer, deployment, fund
+from tests.faults.service import (
+    FUNDING_MILLICREDITS,
+    BalanceStream,
+    WriteLoad,
+    bearer,
+    deployment,
+    fund,
+    stacks_of,
+)
 
 LOAD_USERS = [f"u{k}" for k in range(4)]
 LISTENER = "listener"
@@ -108,7 +117,10 @@ def test_losing_redis_under_write_load_keeps_writes_and_live_updates_and_never_a
         # A stream starts from the views' balance: it must already include the funding.
         # The wait is generous: on two cores shared with the rest of the suite, starting the projectors can be slow.
         waited, positions, last_event = views_caught_up(database_url, timeout=90)
-        assert waited is not None, f"views at {positions}, last event {last_event}: {running.projectors[0].describe()}"
+        assert waited is not None, (
+            f"views at {positions}, last event {last_event}:\n{activity(database_url)}\n"
+            + "\n".join(stacks_of(projector) for projector in running.projectors)
+        )
         through_outage = BalanceStream(running.base_url, LISTENER).start()
         assert through_outage.wait_for(FUNDING_MILLICREDITS, since=0, timeout=10) is not None, through_outage.ended
         load = WriteLoad(running.base_url, LOAD_USERS).start()

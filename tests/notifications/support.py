@@ -108,7 +108,12 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request: an HTTP server takes no request it did not get whole.
+                    self.close_connection = True
+                    return
                 receiver.record(self, body)
 
             def log_message(self, *_: Any) -> None:
