@@ -167,10 +167,27 @@ class InitializeResponse(msgspec.Struct, frozen=True, kw_only=True):
 # Admin.
 
 
+# A removal takes from the lots in their order; only a grant makes a lot, so only a grant says what kind and
+# until when. (That ``expires_at`` is in the future no schema can say; the ledger refuses it with 422.)
+ADJUSTMENT_FORMS: Mapping[str, Any] = {
+    "if": {"properties": {"amount_millicredits": {"maximum": -1}}, "required": ["amount_millicredits"]},
+    "then": {"properties": {"kind": {"type": "null"}, "expires_at": {"type": "null"}}},
+}
+
+
 class AdjustRequest(Body, frozen=True, kw_only=True):
+    json_schema_rules = ADJUSTMENT_FORMS
+
     user_id: UserId
     amount_millicredits: Adjustment
     reason: Reason
+    kind: (
+        Annotated[Literal["paid", "promo"], msgspec.Meta(description="the granted lot's kind; promo if not given")]
+        | None
+    ) = None
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True, description="when the granted lot stops counting")] | None = (
+        None
+    )
 
 
 class AdjustResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,6 +207,7 @@ class BillingConfigPatch(Body, frozen=True, kw_only=True, omit_defaults=True):
     min_balance_for_analysis_millicredits: Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)] | None = None
     tokens_per_credit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] | None = None
     welcome_credits: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | None = None
+    welcome_credits_ttl_days: Annotated[int, msgspec.Meta(ge=0, le=3_650)] | None = None
 
 
 class BillingConfigView(msgspec.Struct, frozen=True, kw_only=True):
@@ -200,6 +218,7 @@ class BillingConfigView(msgspec.Struct, frozen=True, kw_only=True):
     min_balance_for_analysis_millicredits: int
     tokens_per_credit: int
     welcome_credits: int
+    welcome_credits_ttl_days: int
 
 
 class PriceBody(Body, frozen=True, kw_only=True):

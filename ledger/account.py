@@ -11,7 +11,7 @@ round-trips through the mapper without custom codecs.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
@@ -27,6 +27,7 @@ from ledger.errors import (
     ReservationNotOpenError,
 )
 from ledger.ids import account_id
+from ledger.lots import KIND_OF_SOURCE, Lot, LotKind, allocate, consumption_order, due, expired_millicredits
 
 if TYPE_CHECKING:
     from ledger.config import BillingSettings
@@ -82,10 +83,16 @@ class CreditAccount(Aggregate):
 
         TOPIC = "ledger.CreditAccount.Created"
 
+    # Version 2 keeps grants as lots; a snapshot of version 1 is upcast (see ``upcast_v1_v2``).
+    class_version = 2
+
     # Declared so that type checkers know the state; assigned in __init__ and the events' apply.
     user_id: str
     initialized: bool
+    # Always the open lots' remaining credits less the debt; debt exists only while no lot is open.
     balance_millicredits: int
+    lots: dict[str, Lot]
+    debt_millicredits: int
     holds: dict[str, list[int]]
     closed_reservations: dict[str, list[Any]]
     minute_usage: list[list[int]]
@@ -95,10 +102,32 @@ class CreditAccount(Aggregate):
         self.user_id = user_id
         self.initialized = False
         self.balance_millicredits = 0
+        self.lots = {}
+        self.debt_millicredits = 0
         self.holds = {}
         self.closed_reservations = {}
         self.minute_usage = []
         self.hour_usage = []
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot from before lots knows only the balance: it becomes one paid lot, or debt.
+
+        ``ledger migrate`` rewrites such snapshots from the events (one lot per past grant); this keeps any
+        it could not rewrite loadable, with the balance exact and only its split unknown.
+        """
+        balance = state["balance_millicredits"]
+        state["debt_millicredits"] = max(-balance, 0)
+        state["lots"] = {}
+        if balance > 0:
+            state["lots"]["legacy"] = Lot(
+                kind=LotKind.PAID,
+                granted_millicredits=balance,
+                remaining_millicredits=balance,
+                expires_at_us=None,
+                granted_at_us=0,
+                reference=None,
+            )
 
     @classmethod
     def open(cls, user_id: str, now: datetime) -> CreditAccount:
@@ -113,8 +142,16 @@ class CreditAccount(Aggregate):
         now_us = to_us(now)
         return sum(hold[HELD] for hold in self.holds.values() if hold[EXPIRES_AT] > now_us)
 
+    def balance_at(self, now: datetime) -> int:
+        """The balance at ``now``: a lot past its expiry no longer counts, whether or not its expiry is recorded."""
+        return self.balance_millicredits - expired_millicredits(self.lots, to_us(now))
+
     def available_millicredits(self, now: datetime) -> int:
-        return self.balance_millicredits - self.reserved_millicredits(now)
+        return self.balance_at(now) - self.reserved_millicredits(now)
+
+    def open_lots(self, now: datetime) -> list[tuple[str, Lot]]:
+        """The lots that count at ``now``, in the order usage takes them."""
+        return [(lot_id, self.lots[lot_id]) for lot_id in consumption_order(self.lots, to_us(now))]
 
     def tokens_used(self, now: datetime) -> tuple[int, int]:
         """Tokens counted against the quotas in the rolling hour and the rolling day."""
@@ -125,8 +162,11 @@ class CreditAccount(Aggregate):
 
     # Commands.
 
-    def initialize(self, welcome_millicredits: int, now: datetime) -> bool:
-        """Mark the account as set up, granting the welcome credits once. False if it already was."""
+    def initialize(self, welcome_millicredits: int, now: datetime, *, welcome_ttl_days: int = 0) -> bool:
+        """Mark the account as set up, granting the welcome credits once. False if it already was.
+
+        The welcome credits are a promo lot that expires ``welcome_ttl_days`` after the grant (0: never).
+        """
         if self.initialized:
             return False
         if welcome_millicredits:
@@ -138,6 +178,8 @@ class CreditAccount(Aggregate):
                 description="Welcome credits",
                 granted_by=None,
                 now=now,
+                kind=LotKind.PROMO,
+                expires_at=now + timedelta(days=welcome_ttl_days) if welcome_ttl_days else None,
             )
         self.trigger_event(self.Initialized, timestamp=now, welcome_millicredits=welcome_millicredits)
         return True
@@ -154,7 +196,11 @@ class CreditAccount(Aggregate):
         now: datetime,
         actor_role: str | None = None,
         request_id: str | None = None,
+        kind: LotKind | None = None,
+        expires_at: datetime | None = None,
     ) -> None:
+        """Grant credits as a new lot: ``kind`` defaults to what the source makes of it; the lot counts
+        until ``expires_at`` (never when None). The lot first pays back any debt."""
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
         if source not in {"purchase", "welcome", "promotional", "admin", "dispute"}:
@@ -162,9 +208,15 @@ class CreditAccount(Aggregate):
             raise InvalidCommandError("source", "must be purchase, welcome, promotional, admin or dispute")
         _check_text("reference", reference, max_length=255)
         _check_text("description", description, max_length=500)
+        if kind is not None and kind not in LotKind:
+            raise InvalidCommandError("kind", "must be paid or promo")
+        if expires_at is not None and expires_at <= now:
+            raise InvalidCommandError("expires_at", "must be in the future")
+        if grant_id in self.lots:
+            raise InvalidCommandError("grant_id", "already names a lot")
         if self.balance_millicredits + amount_millicredits > MAX_AMOUNT:
             raise InvalidCommandError("amount_millicredits", f"the balance would pass {MAX_AMOUNT}")
-        self._expire_due_holds(now)
+        self._expire_due(now)
         self.trigger_event(
             self.CreditsGranted,
             timestamp=now,
@@ -176,6 +228,9 @@ class CreditAccount(Aggregate):
             granted_by=granted_by,
             actor_role=actor_role,
             request_id=request_id,
+            kind=str(kind or KIND_OF_SOURCE[source]),
+            expires_at_us=None if expires_at is None else to_us(expires_at),
+            debt_repaid_millicredits=min(self.debt_millicredits, amount_millicredits),
         )
 
     def debit(
@@ -197,7 +252,7 @@ class CreditAccount(Aggregate):
         _check_usage_split(tokens, input_tokens, output_tokens)
         _check_labels(model=model, agent_id=agent_id, analysis_id=analysis_id)
         cost = cost_millicredits(tokens, settings.tokens_per_credit)
-        self._expire_due_holds(now)
+        self._expire_due(now)
         self._require_available(cost, now)
         self._require_quota(tokens, settings, now)
         self.trigger_event(
@@ -213,6 +268,7 @@ class CreditAccount(Aggregate):
             agent_id=agent_id,
             analysis_id=analysis_id,
             occurred_at=occurred_at or now,
+            lots=self._take(cost, now),
         )
         return cost
 
@@ -239,7 +295,7 @@ class CreditAccount(Aggregate):
         if reservation_id in self.holds or self._closed_status(reservation_id, now) is not None:
             raise InvalidCommandError("reservation_id", "already exists")
         cost = cost_millicredits(estimated_tokens, settings.tokens_per_credit)
-        self._expire_due_holds(now)
+        self._expire_due(now)
         self._require_available(max(cost, settings.min_balance_for_analysis_millicredits), now)
         self._require_quota(estimated_tokens, settings, now)
         expires_at_us = to_us(now) + ttl_seconds * US_PER_SECOND
@@ -275,7 +331,7 @@ class CreditAccount(Aggregate):
         _check_tokens("tokens", tokens, allow_zero=True)
         _check_usage_split(tokens, input_tokens, output_tokens)
         _check_labels(model=model, agent_id=None, analysis_id=None)
-        self._expire_due_holds(now)
+        self._expire_due(now)
         hold = self._open_hold(reservation_id, now)
         cost = cost_millicredits(tokens, settings.tokens_per_credit)
         if self.balance_millicredits - cost < -MAX_AMOUNT:
@@ -292,12 +348,13 @@ class CreditAccount(Aggregate):
             released_millicredits=released,
             tokens_per_credit=settings.tokens_per_credit,
             model=model,
+            lots=self._take(cost, now),
         )
         return cost, released
 
     def release(self, *, reservation_id: str, now: datetime) -> int:
         """Give back a reservation's whole hold. Returns the amount released."""
-        self._expire_due_holds(now)
+        self._expire_due(now)
         hold = self._open_hold(reservation_id, now)
         self.trigger_event(
             self.ReservationReleased,
@@ -307,9 +364,9 @@ class CreditAccount(Aggregate):
         )
         return hold[HELD]
 
-    def expire_holds(self, now: datetime) -> int:
-        """Record the expiry of every hold past its time. Returns how many expired."""
-        return self._expire_due_holds(now)
+    def expire_due(self, now: datetime) -> int:
+        """Record the expiry of every hold and lot past its time. Returns how many expired."""
+        return self._expire_due(now)
 
     def remove(
         self,
@@ -326,7 +383,7 @@ class CreditAccount(Aggregate):
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
         _check_text("reason", reason, max_length=500, required=True)
-        self._expire_due_holds(now)
+        self._expire_due(now)
         available = self.available_millicredits(now)
         if amount_millicredits > available:
             raise RemovalExceedsAvailableError(
@@ -341,12 +398,14 @@ class CreditAccount(Aggregate):
             removed_by=removed_by,
             actor_role=actor_role,
             request_id=request_id,
+            lots=self._take(amount_millicredits, now),
         )
 
     def revoke(
         self, *, revocation_id: str, amount_millicredits: int, reason: str, reference: str, now: datetime
     ) -> None:
-        """Claw back credits a refund or dispute took away. The balance may go below zero."""
+        """Claw back credits a refund or dispute took away, from the lots of the purchase named by ``reference``
+        first, then from the other lots in their order; what they cannot cover becomes debt."""
         if not is_amount(amount_millicredits):
             raise InvalidCommandError("amount_millicredits", f"must be an integer from 1 to {MAX_AMOUNT}")
         if reason not in {"refund", "dispute"}:
@@ -354,7 +413,8 @@ class CreditAccount(Aggregate):
         _check_text("reference", reference, max_length=255, required=True)
         if self.balance_millicredits - amount_millicredits < -MAX_AMOUNT:
             raise InvalidCommandError("amount_millicredits", "the balance would pass its lower bound")
-        self._expire_due_holds(now)
+        self._expire_due(now)
+        purchased = [lot_id for lot_id, lot in self.open_lots(now) if lot["reference"] == reference]
         self.trigger_event(
             self.CreditsRevoked,
             timestamp=now,
@@ -362,6 +422,7 @@ class CreditAccount(Aggregate):
             amount_millicredits=amount_millicredits,
             reason=reason,
             reference=reference,
+            lots=self._take(amount_millicredits, now, first=purchased),
         )
 
     # Rules shared by the commands.
@@ -408,6 +469,30 @@ class CreditAccount(Aggregate):
             return None
         return str(closed[0])
 
+    def _take(self, amount_millicredits: int, now: datetime, *, first: list[str] | None = None) -> dict[str, int]:
+        """Which lots pay ``amount_millicredits``, in their order (``first`` before the rest)."""
+        order = consumption_order(self.lots, to_us(now))
+        return allocate(self.lots, [*(first or []), *order], amount_millicredits)
+
+    def _expire_due(self, now: datetime) -> int:
+        """Record the expiry of the lots and holds past their time, before any other event of a command.
+
+        A lot's expiry is recorded at its ``expires_at`` (or at the account's last event, should a clock
+        have run ahead), so history and statements place it when it stopped counting.
+        """
+        last_us = to_us(self.modified_on)
+        lots_due = due(self.lots, to_us(now))
+        for lot_id in lots_due:
+            lot = self.lots[lot_id]
+            self.trigger_event(
+                self.LotExpired,
+                timestamp=from_us(max(lot["expires_at_us"] or last_us, last_us)),
+                lot_id=lot_id,
+                kind=lot["kind"],
+                amount_millicredits=lot["remaining_millicredits"],
+            )
+        return len(lots_due) + self._expire_due_holds(now)
+
     def _expire_due_holds(self, now: datetime) -> int:
         now_us = to_us(now)
         due = [rid for rid, hold in self.holds.items() if hold[EXPIRES_AT] <= now_us]
@@ -440,9 +525,32 @@ class CreditAccount(Aggregate):
         # Who asked and in which request, for the audit trail; absent from events stored before it was.
         actor_role: str | None = None
         request_id: str | None = None
+        # The lot: absent from grants recorded before lots, which ``upcast_v1_v2`` completes.
+        kind: str = LotKind.PROMO
+        expires_at_us: int | None = None
+        # None on grants recorded before lots: they paid back debt as far as they could.
+        debt_repaid_millicredits: int | None = None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["kind"] = KIND_OF_SOURCE[state["source"]]
 
         def apply(self, account: CreditAccount) -> None:
+            repaid = self.debt_repaid_millicredits
+            if repaid is None:
+                repaid = min(account.debt_millicredits, self.amount_millicredits)
             account.balance_millicredits += self.amount_millicredits
+            account.debt_millicredits -= repaid
+            if self.amount_millicredits > repaid:
+                account.lots[self.grant_id] = Lot(
+                    kind=self.kind,
+                    granted_millicredits=self.amount_millicredits,
+                    remaining_millicredits=self.amount_millicredits - repaid,
+                    expires_at_us=self.expires_at_us,
+                    granted_at_us=to_us(self.timestamp),
+                    reference=self.reference,
+                )
 
     class CreditsDebited(Aggregate.Event):
         TOPIC = "ledger.CreditAccount.CreditsDebited"
@@ -456,9 +564,11 @@ class CreditAccount(Aggregate):
         agent_id: str | None
         analysis_id: str | None
         occurred_at: datetime
+        # Lot id to the amount taken from it; None on debits recorded before lots.
+        lots: dict[str, int] | None = None
 
         def apply(self, account: CreditAccount) -> None:
-            account.balance_millicredits -= self.amount_millicredits
+            _consume(account, self.amount_millicredits, self.lots)
             _count_usage(account, self.tokens, to_us(self.timestamp))
 
     class CreditsReserved(Aggregate.Event):
@@ -487,9 +597,10 @@ class CreditAccount(Aggregate):
         released_millicredits: int
         tokens_per_credit: int
         model: str | None
+        lots: dict[str, int] | None = None
 
         def apply(self, account: CreditAccount) -> None:
-            account.balance_millicredits -= self.amount_millicredits
+            _consume(account, self.amount_millicredits, self.lots)
             _close_hold(account, self.reservation_id, "settled", to_us(self.timestamp))
             _count_usage(account, self.tokens, to_us(self.timestamp))
 
@@ -517,9 +628,10 @@ class CreditAccount(Aggregate):
         removed_by: str
         actor_role: str | None = None
         request_id: str | None = None
+        lots: dict[str, int] | None = None
 
         def apply(self, account: CreditAccount) -> None:
-            account.balance_millicredits -= self.amount_millicredits
+            _consume(account, self.amount_millicredits, self.lots)
 
     class CreditsRevoked(Aggregate.Event):
         TOPIC = "ledger.CreditAccount.CreditsRevoked"
@@ -527,8 +639,21 @@ class CreditAccount(Aggregate):
         amount_millicredits: int
         reason: str
         reference: str
+        lots: dict[str, int] | None = None
 
         def apply(self, account: CreditAccount) -> None:
+            _consume(account, self.amount_millicredits, self.lots)
+
+    class LotExpired(Aggregate.Event):
+        """A lot's remaining credits stopped counting at its expiry; quotas are untouched."""
+
+        TOPIC = "ledger.CreditAccount.LotExpired"
+        lot_id: str
+        kind: str
+        amount_millicredits: int
+
+        def apply(self, account: CreditAccount) -> None:
+            del account.lots[self.lot_id]
             account.balance_millicredits -= self.amount_millicredits
 
 
@@ -597,6 +722,20 @@ def _count_usage(account: CreditAccount, tokens: int, at_us: int) -> None:
             buckets[-1][1] += tokens
         else:
             buckets.append([bucket, tokens])
+
+
+def _consume(account: CreditAccount, amount_millicredits: int, taken: dict[str, int] | None) -> None:
+    """Take credits from the named lots; what they did not cover is debt."""
+    if taken is None:
+        # Recorded before lots, when nothing expired: the lots in their order, as a frozen rule.
+        taken = allocate(account.lots, consumption_order(account.lots), amount_millicredits)
+    for lot_id, amount in taken.items():
+        lot = account.lots[lot_id]
+        lot["remaining_millicredits"] -= amount
+        if not lot["remaining_millicredits"]:
+            del account.lots[lot_id]
+    account.debt_millicredits += amount_millicredits - sum(taken.values())
+    account.balance_millicredits -= amount_millicredits
 
 
 def _close_hold(account: CreditAccount, reservation_id: str, status: str, at_us: int) -> None:

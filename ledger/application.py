@@ -68,6 +68,7 @@ from ledger.errors import (
 from ledger.group_commit import GroupCommitWriter, Plan
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID, account_id, derived_id, request_id
+from ledger.lots import LotKind, lot_view
 from ledger.payments import (
     Checkout,
     Holding,
@@ -136,7 +137,9 @@ class Ledger(Application):  # type: ignore[type-arg]
         def decide(
             account: CreditAccount, settings: BillingSettings, _: UUID | None
         ) -> Callable[[int], InitializeReceipt]:
-            created = account.initialize(settings.welcome_millicredits, now)
+            created = account.initialize(
+                settings.welcome_millicredits, now, welcome_ttl_days=settings.welcome_credits_ttl_days
+            )
             welcome = settings.welcome_millicredits if created else 0
             return lambda position: InitializeReceipt(
                 position=position,
@@ -299,6 +302,10 @@ class Ledger(Application):  # type: ignore[type-arg]
             amount = command.amount_millicredits
             if type(amount) is not int or amount == 0:
                 raise InvalidCommandError("amount_millicredits", "must be a non-zero integer")
+            if amount < 0 and command.kind is not None:
+                raise InvalidCommandError("kind", "applies to a grant (a positive amount) only")
+            if amount < 0 and command.expires_at is not None:
+                raise InvalidCommandError("expires_at", "applies to a grant (a positive amount) only")
             if amount > 0:
                 account.grant(
                     grant_id=adjustment_id,
@@ -308,6 +315,8 @@ class Ledger(Application):  # type: ignore[type-arg]
                     description=command.reason,
                     granted_by=command.admin_id,
                     now=now,
+                    kind=LotKind(command.kind or LotKind.PROMO),
+                    expires_at=command.expires_at,
                     **who,
                 )
             else:
@@ -431,14 +440,14 @@ class Ledger(Application):  # type: ignore[type-arg]
             return None
         return checkout
 
-    def expire_reservations(self, user_id: str, *, now: datetime) -> int:
-        """Write the expiry of every hold past its time (the sweeper's command). Returns how many."""
+    def expire_due(self, user_id: str, *, now: datetime) -> int:
+        """Write the expiry of every hold and lot past its time (the sweeper's command). Returns how many."""
         with self._account_lock(user_id):
             for _ in range(MAX_ATTEMPTS):
                 account = self._load_account(user_id, now)
                 if account is None:
                     return 0
-                expired = account.expire_holds(now)
+                expired = account.expire_due(now)
                 if not expired:
                     return 0
                 try:
@@ -461,12 +470,14 @@ class Ledger(Application):  # type: ignore[type-arg]
                 updated_at=None,
             )
         reserved = account.reserved_millicredits(now)
+        balance = account.balance_at(now)
         return Balance(
             user_id=user_id,
-            balance_millicredits=account.balance_millicredits,
+            balance_millicredits=balance,
             reserved_millicredits=reserved,
-            available_millicredits=account.balance_millicredits - reserved,
+            available_millicredits=balance - reserved,
             updated_at=account.modified_on,
+            lots=[lot_view(lot_id, lot) for lot_id, lot in account.open_lots(now)],
         )
 
     def balance_as_of(self, user_id: str, *, at: datetime, now: datetime) -> AccountAsOf:

@@ -35,6 +35,11 @@ GRANT_KINDS: Final = {
 }
 
 
+def expiry_id(lot_id: str) -> str:
+    """The history item of a lot's expiry (a lot expires once)."""
+    return f"expiry:{lot_id}"
+
+
 class AccountAsOf(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     balance_millicredits: int
@@ -161,11 +166,12 @@ def as_of(user_id: str, account: CreditAccount | None, moment: datetime) -> Acco
             version=0,
         )
     reserved = account.reserved_millicredits(moment)
+    balance = account.balance_at(moment)
     return AccountAsOf(
         user_id=user_id,
-        balance_millicredits=account.balance_millicredits,
+        balance_millicredits=balance,
         reserved_millicredits=reserved,
-        available_millicredits=account.balance_millicredits - reserved,
+        available_millicredits=balance - reserved,
         as_of=moment,
         version=account.version,
     )
@@ -228,4 +234,6 @@ def movements_of(event: Any, balance_after: int) -> list[Movement]:  # noqa: PLR
         return [line(event.adjustment_id, "adjustment", -event.amount_millicredits, event.removed_by, event.reason)]
     if isinstance(event, CreditAccount.CreditsRevoked):
         return [line(event.revocation_id, event.reason, -event.amount_millicredits, event.reference, None)]
+    if isinstance(event, CreditAccount.LotExpired):
+        return [line(expiry_id(event.lot_id), "expiry", -event.amount_millicredits, event.lot_id, event.kind)]
     return []

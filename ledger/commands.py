@@ -70,13 +70,19 @@ class ReleaseReservation(Command, frozen=True, kw_only=True):
     reservation_id: str
 
 
-class AdjustCredits(Command, frozen=True, kw_only=True):
-    """An admin's manual correction: a positive amount grants, a negative one removes."""
+class AdjustCredits(Command, frozen=True, kw_only=True, omit_defaults=True):
+    """An admin's manual correction: a positive amount grants a lot, a negative one removes.
+
+    Defaults are left out of the fingerprint, so a request made before lots keeps its fingerprint.
+    """
 
     user_id: str
     amount_millicredits: int
     reason: str
     admin_id: str
+    # The granted lot: ``promo`` unless said, and never expiring unless said.
+    kind: Literal["paid", "promo"] | None = None
+    expires_at: datetime | None = None
 
 
 class RevokeCredits(Command, frozen=True, kw_only=True):

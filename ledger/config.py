@@ -28,6 +28,8 @@ class BillingSettings(msgspec.Struct, frozen=True, kw_only=True):
     min_balance_for_analysis_millicredits: int = 100 * MILLICREDITS_PER_CREDIT
     tokens_per_credit: int = 1_000
     welcome_credits: int = 0
+    # Welcome credits are a promo lot that expires this many days after the grant (0: never).
+    welcome_credits_ttl_days: int = 0
     # Notifications: a user is told once when their available balance falls below this, and again only
     # after it has risen to it; an hour's usage is unusual at this many times the user's hourly average
     # over the seven days before, and at least this many tokens.
@@ -55,6 +57,7 @@ SETTING_BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "min_balance_for_analysis_millicredits": (0, MAX_AMOUNT),
     "tokens_per_credit": (1, 1_000_000_000),
     "welcome_credits": (0, 1_000_000_000),
+    "welcome_credits_ttl_days": (0, 3_650),
     "low_balance_threshold_millicredits": (0, MAX_AMOUNT),
     "unusual_consumption_factor": (2, 1_000),
     "unusual_consumption_min_tokens": (1, MAX_AMOUNT),

@@ -109,9 +109,21 @@ class PaymentReceipt(Receipt, frozen=True, kw_only=True):
     balance_after_millicredits: int | None
 
 
+class LotView(msgspec.Struct, frozen=True, kw_only=True):
+    """An open lot, as the balance shows it."""
+
+    lot_id: str
+    kind: str
+    granted_millicredits: int
+    remaining_millicredits: int
+    expires_at: datetime | None
+
+
 class Balance(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     balance_millicredits: int
     reserved_millicredits: int
     available_millicredits: int
     updated_at: datetime | None
+    # Open lots, in the order usage consumes them.
+    lots: list[LotView] = []

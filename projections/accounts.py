@@ -24,6 +24,8 @@ from uuid import UUID
 import psycopg
 
 from ledger.account import CreditAccount, from_us
+from ledger.as_of import expiry_id
+from projections.lots import LotBook, LotContradictionError
 
 
 class ProjectionError(Exception):
@@ -52,8 +54,9 @@ class Batch:
     closed_holds: dict[str, int] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     usage: list[tuple[Any, ...]] = field(default_factory=list)
-    # Per bucket: tokens, millicredits, usage events, analyses started.
+    # Per bucket: tokens, millicredits, usage events, analyses started, millicredits expired.
     rollups: dict[tuple[str, str, datetime], list[int]] = field(default_factory=dict)
+    lots: LotBook = field(default_factory=LotBook)
     # Analyses already counted: in the view before this batch, or earlier in it.
     analyses: set[str] = field(default_factory=set)
 
@@ -85,6 +88,7 @@ class AccountsProjection:
         "token_usage_logs",
         "usage_rollups",
         "account_activity",
+        "credit_lots",
     )
     topic_prefix: str | tuple[str, ...] = "ledger.CreditAccount."
 
@@ -108,6 +112,7 @@ class AccountsProjection:
             balance_row.stored = (balance_row.balance, balance_row.reserved)
             balance_row.stored_at = balance_row.updated_at
             batch.balances[row[1]] = balance_row
+        batch.lots.load(conn, [row[0] for row in rows])
         closing = [
             e.reservation_id
             for _, e in events
@@ -131,7 +136,7 @@ class AccountsProjection:
             ).fetchall()
             batch.analyses.update(a for (a,) in seen)
 
-    def _apply_one(self, batch: Batch, position: int, event: Any) -> None:  # noqa: C901, PLR0912
+    def _apply_one(self, batch: Batch, position: int, event: Any) -> None:  # noqa: C901, PLR0912, PLR0915
         at: datetime = event.timestamp
         if isinstance(event, CreditAccount.Opened):
             if event.originator_id in batch.balances:
@@ -144,6 +149,10 @@ class AccountsProjection:
         if row is None:
             raise ProjectionError(f"event at position {position} for an account never opened")
         row.updated_at, row.position = at, position
+        try:
+            batch.lots.apply(row.user_id, event, position, row.balance)
+        except LotContradictionError as contradiction:
+            raise ProjectionError(str(contradiction)) from contradiction
 
         def history(
             seq: int, movement_id: str, kind: str, amount: int, reference: str | None, description: str | None
@@ -213,6 +222,12 @@ class AccountsProjection:
         elif isinstance(event, CreditAccount.CreditsRevoked):
             row.balance -= event.amount_millicredits
             history(0, event.revocation_id, event.reason, -event.amount_millicredits, event.reference, None)
+        elif isinstance(event, CreditAccount.LotExpired):
+            row.balance -= event.amount_millicredits
+            history(0, expiry_id(event.lot_id), "expiry", -event.amount_millicredits, event.lot_id, event.kind)
+            for who in (row.user_id, ""):
+                for granularity, start in (("hour", _hour(at)), ("day", _day(at))):
+                    batch.rollups.setdefault((who, granularity, start), [0, 0, 0, 0, 0])[4] += event.amount_millicredits
         elif isinstance(event, CreditAccount.Initialized):
             pass
         else:
@@ -254,7 +269,7 @@ class AccountsProjection:
         )
         for who in (user_id, ""):
             for granularity, start in (("hour", _hour(at)), ("day", _day(at))):
-                bucket = batch.rollups.setdefault((who, granularity, start), [0, 0, 0, 0])
+                bucket = batch.rollups.setdefault((who, granularity, start), [0, 0, 0, 0, 0])
                 bucket[0] += event.tokens
                 bucket[1] += event.amount_millicredits
                 bucket[2] += 1
@@ -340,17 +355,19 @@ class AccountsProjection:
                 ) as copy:
                     for record in batch.usage:
                         copy.write_row(record)
+            batch.lots.write(cur)
             if batch.rollups:
                 keys = sorted(batch.rollups)
                 cur.execute(
                     "INSERT INTO usage_rollups (user_id, granularity, bucket_start, tokens, amount_millicredits,"
-                    " events, analyses) SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[],"
-                    " %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])"
+                    " events, analyses, expired_millicredits) SELECT * FROM unnest(%b::text[], %b::text[],"
+                    " %b::timestamptz[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])"
                     " ON CONFLICT (user_id, granularity, bucket_start)"
                     " DO UPDATE SET tokens = usage_rollups.tokens + EXCLUDED.tokens,"
                     " amount_millicredits = usage_rollups.amount_millicredits + EXCLUDED.amount_millicredits,"
                     " events = usage_rollups.events + EXCLUDED.events,"
-                    " analyses = usage_rollups.analyses + EXCLUDED.analyses",
+                    " analyses = usage_rollups.analyses + EXCLUDED.analyses,"
+                    " expired_millicredits = usage_rollups.expired_millicredits + EXCLUDED.expired_millicredits",
                     (
                         [key[0] for key in keys],
                         [key[1] for key in keys],
@@ -359,6 +376,7 @@ class AccountsProjection:
                         [batch.rollups[key][1] for key in keys],
                         [batch.rollups[key][2] for key in keys],
                         [batch.rollups[key][3] for key in keys],
+                        [batch.rollups[key][4] for key in keys],
                     ),
                 )
 

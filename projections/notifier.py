@@ -53,6 +53,7 @@ ACCOUNT_EVENTS: Final = (
     CreditAccount.ReservationExpired,
     CreditAccount.CreditsRemoved,
     CreditAccount.CreditsRevoked,
+    CreditAccount.LotExpired,
 )
 HOUR: Final = timedelta(hours=1)
 BASELINE_HOURS: Final = 7 * 24
@@ -108,6 +109,7 @@ class Notifier:
             CreditAccount.ReservationExpired: self._hold_closed,
             CreditAccount.CreditsRemoved: self._removed,
             CreditAccount.CreditsRevoked: self._revoked,
+            CreditAccount.LotExpired: self._lot_expired,
             Checkout.Started: self._checkout_started,
             Checkout.PaymentFailed: self._payment_failed,
             BillingConfig.Seeded: self._seeded,
@@ -252,6 +254,11 @@ class Notifier:
         self._balance_moved(batch, position, event, watch)
 
     def _removed(self, batch: Batch, position: int, event: CreditAccount.CreditsRemoved) -> None:
+        watch = self._watch(batch, position, event)
+        watch.balance_millicredits -= event.amount_millicredits
+        self._balance_moved(batch, position, event, watch)
+
+    def _lot_expired(self, batch: Batch, position: int, event: CreditAccount.LotExpired) -> None:
         watch = self._watch(batch, position, event)
         watch.balance_millicredits -= event.amount_millicredits
         self._balance_moved(batch, position, event, watch)

@@ -18,6 +18,7 @@ import msgspec
 from ledger.amounts import MILLICREDITS_PER_CREDIT, credits_text
 from ledger.config import BillingSettings
 from ledger.errors import InvalidCommandError
+from ledger.receipts import LotView
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
@@ -54,6 +55,8 @@ class BalanceView(msgspec.Struct, frozen=True, kw_only=True):
     available_millicredits: int
     balance_credits: str
     updated_at: datetime | None
+    # Open lots, in the order usage consumes them.
+    lots: list[LotView] = []
 
 
 class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,12 +196,23 @@ def _limit(limit: int) -> int:
 # User reads.
 
 
+_LOTS_DECODER: Final = msgspec.json.Decoder(list[LotView])
+
+
 async def balance(pool: Any, user_id: str, *, now: datetime) -> BalanceView:
-    """The user's balance; holds past their expiry no longer count, even before the sweeper runs."""
+    """The user's balance and open lots; holds and lots past their expiry no longer count, even before the
+    sweeper records their expiry."""
     row = await pool.fetchrow(
-        "SELECT u.balance_millicredits, u.updated_at,"
+        "SELECT u.balance_millicredits - (SELECT coalesce(sum(l.remaining_millicredits), 0)::bigint"
+        "  FROM credit_lots l WHERE l.user_id = u.user_id AND l.expires_at <= $2) AS balance_millicredits,"
+        " u.updated_at,"
         " (SELECT coalesce(sum(h.held_millicredits), 0)::bigint FROM credit_holds h"
-        "  WHERE h.user_id = u.user_id AND h.expires_at > $2) AS reserved"
+        "  WHERE h.user_id = u.user_id AND h.expires_at > $2) AS reserved,"
+        " (SELECT coalesce(json_agg(json_build_object('lot_id', l.lot_id, 'kind', l.kind,"
+        "   'granted_millicredits', l.granted_millicredits, 'remaining_millicredits', l.remaining_millicredits,"
+        "   'expires_at', l.expires_at) ORDER BY l.expires_at NULLS LAST, l.kind <> 'promo', l.granted_at,"
+        "   l.position), '[]')::text"
+        "  FROM credit_lots l WHERE l.user_id = u.user_id AND (l.expires_at IS NULL OR l.expires_at > $2)) AS lots"
         " FROM user_credits u WHERE u.user_id = $1",
         user_id,
         now,
@@ -219,6 +233,7 @@ async def balance(pool: Any, user_id: str, *, now: datetime) -> BalanceView:
         available_millicredits=row["balance_millicredits"] - row["reserved"],
         balance_credits=credits_text(row["balance_millicredits"]),
         updated_at=row["updated_at"],
+        lots=_LOTS_DECODER.decode(row["lots"]),
     )
 
 

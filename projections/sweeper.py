@@ -1,9 +1,10 @@
-"""The hold sweeper: writes the expiry of holds past their time, so views and history show the release.
+"""The sweeper: writes the expiry of holds and lots past their time, so views and history show it.
 
-A hold stops counting against the available balance the moment it expires, whether or not this runs;
-the sweeper only records the fact. It finds candidates in the holds view and asks the ledger, which
-decides from the account's own events, so a view that lags can only cause a wasted look, never a wrong
-expiry. Like a projection, one sweeper is active at a time (an advisory lock); others stand by.
+A hold stops counting against the available balance the moment it expires, and a lot stops counting in
+the balance, whether or not this runs; the sweeper only records the fact. It finds candidates in the holds
+and lots views and asks the ledger, which decides from the account's own events, so a view that lags can
+only cause a wasted look, never a wrong expiry. Like a projection, one sweeper is active at a time (an
+advisory lock); others stand by.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ class HoldSweeper:
         self.expired_total = 0
 
     def sweep(self, conn: psycopg.Connection[Any]) -> int:
-        """Expire the due holds of up to ``SWEEP_BATCH`` accounts. Returns how many holds expired."""
+        """Expire the due holds and lots of up to ``SWEEP_BATCH`` accounts. Returns how many expired."""
         now = self.clock()
         users = conn.execute(
-            "SELECT DISTINCT user_id FROM credit_holds WHERE expires_at <= %s LIMIT %s", (now, SWEEP_BATCH)
+            "SELECT user_id FROM credit_holds WHERE expires_at <= %(now)s"
+            " UNION SELECT user_id FROM credit_lots WHERE expires_at <= %(now)s LIMIT %(limit)s",
+            {"now": now, "limit": SWEEP_BATCH},
         ).fetchall()
-        expired = sum(self.ledger.expire_reservations(user_id, now=now) for (user_id,) in users)
+        expired = sum(self.ledger.expire_due(user_id, now=now) for (user_id,) in users)
         self.expired_total += expired
         return expired
 

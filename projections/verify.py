@@ -16,6 +16,7 @@ from eventsourcing.utils import TopicError
 from ledger.account import CreditAccount
 from ledger.config import PACKAGE_FIELDS, BillingConfig, PackageCatalogue
 from ledger.mapper import MsgspecMapper
+from projections.lots import LotBook, LotContradictionError
 
 FIELDS = (
     "balance_millicredits",
@@ -48,8 +49,12 @@ def _decode(mapper: Any, stored: StoredEvent, position: int) -> Any:
         raise UnknownEventError(stored.topic, position) from None
 
 
-def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tuple[int, int, int, int]]:
+def expected_balances(
+    conn: psycopg.Connection[Any], up_to: int, book: LotBook | None = None
+) -> dict[str, tuple[int, int, int, int]]:
+    """Each user's balance, holds, purchases and usage as the events say; their lots go into ``book``."""
     mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
+    book = LotBook() if book is None else book
     users: dict[Any, str] = {}
     totals: dict[Any, list[int]] = {}
     holds: dict[str, int] = {}
@@ -67,6 +72,7 @@ def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tu
                 continue
             t = totals[oid]
             amount = getattr(event, "amount_millicredits", 0)
+            book.apply(users[oid], event, position, t[0])
             if isinstance(event, CreditAccount.CreditsGranted):
                 t[0] += amount
                 t[2] += amount if event.source == "purchase" else 0
@@ -82,7 +88,9 @@ def expected_balances(conn: psycopg.Connection[Any], up_to: int) -> dict[str, tu
                 t[3] += amount
             elif isinstance(event, CreditAccount.ReservationReleased | CreditAccount.ReservationExpired):
                 t[1] -= holds.pop(event.reservation_id)
-            elif isinstance(event, CreditAccount.CreditsRemoved | CreditAccount.CreditsRevoked):
+            elif isinstance(
+                event, CreditAccount.CreditsRemoved | CreditAccount.CreditsRevoked | CreditAccount.LotExpired
+            ):
                 t[0] -= amount
             elif not isinstance(event, NEUTRAL_EVENTS):
                 raise UnknownEventError(topic, position)
@@ -95,11 +103,16 @@ def verify(database_url: str) -> list[str]:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         row = conn.execute("SELECT position FROM projection_positions WHERE name = 'accounts'").fetchone()
         position = row[0] if row else 0
+        book = LotBook()
         try:
-            expected = expected_balances(conn, position)
+            expected = expected_balances(conn, position, book)
             catalogue = catalogue_differences(conn)
         except UnknownEventError as unknown:
             return [str(unknown)]
+        except LotContradictionError as contradiction:
+            return [str(contradiction)]
+        stored_lots = LotBook()
+        stored_lots.load(conn, None)
         actual = {
             r[0]: tuple(r[1:])
             for r in conn.execute(
@@ -110,7 +123,7 @@ def verify(database_url: str) -> list[str]:
         totals = conn.execute(
             "SELECT credits_in_circulation_millicredits, users_with_balance, reserved_millicredits FROM account_totals"
         ).fetchone() or (0, 0, 0)
-        differences = catalogue
+        differences = catalogue + lot_differences(book, stored_lots)
     for user in sorted(expected.keys() | actual.keys()):
         want, have = expected.get(user), actual.get(user)
         if want != have:
@@ -125,6 +138,20 @@ def verify(database_url: str) -> list[str]:
             "totals: events say circulation={}, users_with_balance={}, reserved={}; view says {}, {}, {}".format(
                 *expected_totals, *totals
             )
+        )
+    return differences
+
+
+def lot_differences(expected: LotBook, stored: LotBook) -> list[str]:
+    """Every open lot the events and the lots view disagree on."""
+    differences: list[str] = []
+    for user in sorted(expected.lots.keys() | stored.lots.keys()):
+        want, have = expected.lots.get(user, {}), stored.lots.get(user, {})
+        differences.extend(
+            f"{user} lot {lot_id}: events say {want.get(lot_id) or 'nothing'},"
+            f" view says {have.get(lot_id) or 'nothing'}"
+            for lot_id in sorted(want.keys() | have.keys())
+            if want.get(lot_id) != have.get(lot_id)
         )
     return differences
 

@@ -191,8 +191,9 @@ class AdminController(ApiController):
         "/credits/adjust",
         operation_id="AdjustCredits",
         summary="Add (positive) or remove (negative) credits by hand, with a reason",
-        description="A removal larger than the available balance is 409 insufficient-credits. The admin's sub is "
-        "recorded with the reason.",
+        description="A positive amount grants a lot: kind promo unless given, never expiring unless expires_at "
+        "(in the future) is given. A negative one takes from the lots in their order; a removal larger than the "
+        "available balance is 409 insufficient-credits. The admin's sub is recorded with the reason.",
         status_code=201,
         responses=problem_responses(409, 413),
     )
@@ -214,6 +215,8 @@ class AdminController(ApiController):
             amount_millicredits=data.amount_millicredits,
             reason=data.reason,
             admin_id=request.user.sub,
+            kind=data.kind,
+            expires_at=data.expires_at,
         )
         receipt = await run_command(request, "adjust", state.ledger.adjust_credits, command, idempotency_key)
         body = AdjustResponse(

@@ -78,7 +78,9 @@ class UserCreditsController(ApiController):
         "/balance",
         operation_id="GetBalance",
         summary="The caller's balance, holds and available credits, now or as of an instant",
-        description="Holds past their expiry no longer count. A user with no events yet has zeros. "
+        description="Holds and lots past their expiry no longer count. lots are the open lots, in the order usage "
+        "consumes them: the earliest expiry first, promo before paid at equal expiry, then the oldest. A user with "
+        "no events yet has zeros. "
         + AS_OF_DESCRIPTION,
         responses=problem_responses(
             details={422: "A parameter is out of range, or at is in the future; nothing was read."}
@@ -119,7 +121,8 @@ class UserCreditsController(ApiController):
         operation_id="GetHistory",
         summary="The caller's movements, newest first",
         description="kind is one of purchase, grant, debit, reservation, settlement, release, adjustment, refund, "
-        "dispute. Paginated with limit and cursor.",
+        "dispute, expiry (a lot's remaining credits at its expiry, reference the lot's id). Paginated with limit and "
+        "cursor.",
         responses=problem_responses(),
     )
     async def history(

@@ -198,8 +198,8 @@ def test_a_hold_expires_by_itself_and_cannot_be_settled_after(ledger: Ledger) ->
             now=later,
         )
     assert refused.value.status == "expired"
-    assert ledger.expire_reservations("u1", now=later) == 1
-    assert ledger.expire_reservations("u1", now=later) == 0
+    assert ledger.expire_due("u1", now=later) == 1
+    assert ledger.expire_due("u1", now=later) == 0
 
 
 def test_settle_of_an_unknown_reservation_is_not_found(ledger: Ledger) -> None:

@@ -187,7 +187,7 @@ def _play(app: Ledger, operations: list[tuple[str, int, int]]) -> None:
                     now=moment,
                 )
             elif operation == "expire":
-                app.expire_reservations("u", now=moment)
+                app.expire_due("u", now=moment)
         except LedgerError:
             pass  # A refusal writes nothing; the history goes on.
 

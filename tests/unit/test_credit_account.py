@@ -7,6 +7,7 @@ events; ``refused`` expects an error and checks that no event is pending.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,8 +44,13 @@ NO_LABELS = {"model": None, "agent_id": None, "analysis_id": None, "occurred_at"
 NO_NOTES = {"reference": None, "description": None, "granted_by": None}
 
 
+GRANT_IDS = itertools.count(1)
+
+
 def grant(amount, *, source="purchase", now=T0) -> Step:
-    return lambda a: a.grant(grant_id="g", amount_millicredits=amount, source=source, now=now, **NO_NOTES)
+    """Each grant is its own lot, so each gets its own id."""
+    grant_id = f"g{next(GRANT_IDS)}"
+    return lambda a: a.grant(grant_id=grant_id, amount_millicredits=amount, source=source, now=now, **NO_NOTES)
 
 
 def debit(tokens, *, now=T0, settings=SETTINGS, split=(None, None)) -> Step:
@@ -66,8 +72,8 @@ def release(rid, *, now=T0) -> Step:
     return lambda a: a.release(reservation_id=rid, now=now)
 
 
-def expire_holds(*, now) -> Step:
-    return lambda a: a.expire_holds(now)
+def expire_due(*, now) -> Step:
+    return lambda a: a.expire_due(now)
 
 
 def remove(amount, *, reason="correction", now=T0) -> Step:
@@ -348,7 +354,7 @@ class TestSettle:
         [
             (settle("r1", 10), "settled"),
             (release("r1"), "released"),
-            (expire_holds(now=at(seconds=60)), "expired"),
+            (expire_due(now=at(seconds=60)), "expired"),
         ],
     )
     def test_settle_of_a_closed_reservation_is_refused(self, closing, status):
@@ -383,7 +389,7 @@ class TestReleaseAndExpiry:
 
     def test_expire_holds_records_each_due_hold_and_counts_them(self):
         account = given(grant(RICH), reserve("r1", 100, ttl=60), reserve("r2", 200, ttl=120))
-        assert expire_holds(now=at(seconds=120))(account) == 2
+        assert expire_due(now=at(seconds=120))(account) == 2
         events = account.collect_events()
         assert kinds(events) == [CreditAccount.ReservationExpired] * 2
         assert [(e.reservation_id, e.released_millicredits) for e in events] == [("r1", 100), ("r2", 200)]
