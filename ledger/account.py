@@ -169,6 +169,7 @@ class CreditAccount(Aggregate):
         """
         if self.initialized:
             return False
+        self._expire_due(now)
         if welcome_millicredits:
             self.grant(
                 grant_id=f"welcome:{self.user_id}",
@@ -214,9 +215,9 @@ class CreditAccount(Aggregate):
             raise InvalidCommandError("expires_at", "must be in the future")
         if grant_id in self.lots:
             raise InvalidCommandError("grant_id", "already names a lot")
+        self._expire_due(now)
         if self.balance_millicredits + amount_millicredits > MAX_AMOUNT:
             raise InvalidCommandError("amount_millicredits", f"the balance would pass {MAX_AMOUNT}")
-        self._expire_due(now)
         self.trigger_event(
             self.CreditsGranted,
             timestamp=now,

@@ -16,6 +16,11 @@ CREATE TABLE credit_lots (
 );
 CREATE INDEX credit_lots_expiry_idx ON credit_lots (expires_at) WHERE expires_at IS NOT NULL;
 
+-- A lot's expiry is a movement of the history too.
+ALTER TABLE credit_transactions DROP CONSTRAINT credit_transactions_kind_check;
+ALTER TABLE credit_transactions ADD CONSTRAINT credit_transactions_kind_check CHECK (kind IN ('purchase', 'grant',
+    'debit', 'reservation', 'settlement', 'release', 'adjustment', 'refund', 'dispute', 'expiry'));
+
 ALTER TABLE usage_rollups ADD COLUMN expired_millicredits bigint NOT NULL DEFAULT 0
     CHECK (expired_millicredits >= 0);
 

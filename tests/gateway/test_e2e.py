@@ -77,6 +77,7 @@ def test_a_user_with_no_events_has_zeros(gateway: Gateway) -> None:
         "available_millicredits": 0,
         "balance_credits": "0.000",
         "updated_at": None,
+        "lots": [],
     }
 
 

@@ -201,6 +201,8 @@ def as_documented(_: Any, case: Case) -> Case:
         _period_in_the_past(case.query)
     if isinstance(case.body, dict) and name(case.operation) == "CreateWebhookEndpoint":
         _url_on_a_public_host(case.body)
+    if isinstance(case.body, dict) and name(case.operation) == "AdjustCredits":
+        _expiry_in_the_future(case.body)
     if isinstance(case.body, dict):
         case.body = _integers_written_as_integers(case.body)
         _token_total_within_bounds(case.body)
@@ -214,6 +216,17 @@ def _url_on_a_public_host(body: dict[str, Any]) -> None:
     url = body.get("url")
     if isinstance(url, str) and re.fullmatch(URL_PATTERN.removeprefix("^").removesuffix("$"), url):
         body["url"] = "https://hooks.example.com/" + str(abs(hash(url)) % 10_000)
+
+
+def _expiry_in_the_future(body: dict[str, Any]) -> None:
+    # AdjustCredits: a granted lot's expires_at must be in the future (422 otherwise); a generated one that is not
+    # is moved to a time surely ahead.
+    try:
+        moment = msgspec.convert(body["expires_at"], datetime)
+    except (KeyError, TypeError, msgspec.ValidationError):
+        return
+    if moment.tzinfo is not None and moment <= datetime.now(UTC) + timedelta(minutes=1):
+        body["expires_at"] = FUTURE
 
 
 def _position_already_reached(headers: MutableMapping[str, Any]) -> None:
@@ -241,6 +254,7 @@ def _usage_range_within_bounds(query: MutableMapping[str, Any]) -> None:
 ANY_UUID = "00000000-0000-4000-8000-000000000000"
 # A time the document allows that is surely in the past.
 PAST = "2026-01-01T00:00:00Z"
+FUTURE = "2999-01-01T00:00:00Z"
 
 
 def _instant_not_in_the_future(query: MutableMapping[str, Any]) -> None:
