@@ -104,6 +104,7 @@ async def my_page(
     words = WORDS[locale].mine
     user_id = visitor_of(request).sub
     now = state.clock()
+    balance = await queries.balance(state.pool, user_id, now=now)
     try:
         history = await queries.history(state.pool, user_id, limit=HISTORY_PER_PAGE, cursor=before)
     except InvalidCommandError:  # A cursor from nowhere: the newest page instead.
@@ -120,7 +121,8 @@ async def my_page(
         status_code=status_code,
         # The buy buttons post here and continue to Stripe Checkout.
         headers=page_headers(checkout=True),
-        figures=balance_figures(await queries.balance(state.pool, user_id, now=now), locale),
+        figures=balance_figures(balance, locale),
+        lots=balance.lots,
         history=history,
         older_url=f"/credits?before={history.next_cursor}" if history.next_cursor else None,
         newest_url="/credits" if before else None,

@@ -80,8 +80,7 @@ class UserCreditsController(ApiController):
         summary="The caller's balance, holds and available credits, now or as of an instant",
         description="Holds and lots past their expiry no longer count. lots are the open lots, in the order usage "
         "consumes them: the earliest expiry first, promo before paid at equal expiry, then the oldest. A user with "
-        "no events yet has zeros. "
-        + AS_OF_DESCRIPTION,
+        "no events yet has zeros. " + AS_OF_DESCRIPTION,
         responses=problem_responses(
             details={422: "A parameter is out of range, or at is in the future; nothing was read."}
         ),

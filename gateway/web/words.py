@@ -37,6 +37,23 @@ class Words:
     layout: Layout
     sign_in: SignIn
     mine: MyCredits
+    lots: LotWords
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LotWords:
+    """The open lots of a balance, on the user's page and the admin's view of a user."""
+
+    title: str
+    note: str
+    lot: str
+    kind: str
+    granted: str
+    remaining: str
+    expires: str
+    never: str
+    none: str
+    kinds: dict[str, str]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -233,6 +250,18 @@ WORDS: Final[dict[Locale, Words]] = {
                 "payments-unavailable": "Payments are not available right now. Please try again later.",
             },
         ),
+        lots=LotWords(
+            title="Your credits by grant",
+            note="Usage takes the credits that expire first, promotional before paid, then the oldest.",
+            lot="Grant",
+            kind="Kind",
+            granted="Granted",
+            remaining="Left",
+            expires="Expires",
+            never="never",
+            none="No credits left.",
+            kinds={"paid": "Paid", "promo": "Promotional"},
+        ),
     ),
     "pt-BR": Words(
         service="Créditos",
@@ -362,6 +391,19 @@ WORDS: Final[dict[Locale, Words]] = {
                 "payment-provider-error": "O provedor de pagamento não conseguiu abrir o checkout: {detail}",
                 "payments-unavailable": "Os pagamentos não estão disponíveis agora. Tente mais tarde.",
             },
+        ),
+        lots=LotWords(
+            title="Seus créditos por concessão",
+            note="O uso consome primeiro os créditos que expiram antes, promocionais antes de pagos, "
+            "depois os mais antigos.",
+            lot="Concessão",
+            kind="Tipo",
+            granted="Concedidos",
+            remaining="Restantes",
+            expires="Expira",
+            never="nunca",
+            none="Nenhum crédito restante.",
+            kinds={"paid": "Pago", "promo": "Promocional"},
         ),
     ),
 }

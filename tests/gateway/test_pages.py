@@ -181,6 +181,12 @@ def test_an_admin_finds_a_user_and_adjusts_the_balance(browser: Browser, gateway
     expect(first).to_contain_text("Adjustment")
     expect(first).to_contain_text("+25.5")
     expect(first).to_contain_text("refund for a failed analysis")
+    # Each grant is a lot, in the order usage takes them: the usage came out of the first.
+    lots = page.locator('[data-section="lots"] tr[data-lot]')
+    expect(lots).to_have_count(2)
+    expect(lots.nth(0)).to_have_attribute("data-remaining", "108000")
+    expect(lots.nth(1)).to_have_attribute("data-remaining", "25500")
+    expect(lots.nth(1)).to_contain_text("Promotional")
     assert_accessible_basics(page)
     photograph(page, "admin-user")
     assert offline.external() == []
@@ -285,6 +291,12 @@ def test_a_user_sees_the_balance_move_live_and_buys_a_package(
     photograph(page, "success")
     page.goto(f"{gateway.base_url}/credits")
     expect(balance).to_have_attribute("data-value", str(230_000 + 100_000))
+    # The promotional grant is used before the purchase, which is shown as paid.
+    lots = page.locator('[data-section="lots"] tr[data-lot]')
+    expect(lots).to_have_count(2)
+    expect(lots.nth(0)).to_have_attribute("data-kind", "promo")
+    expect(lots.nth(1)).to_have_attribute("data-kind", "paid")
+    expect(lots.nth(1)).to_have_attribute("data-remaining", "100000")
     assert offline.external() == []
     context.close()
 
