@@ -79,6 +79,8 @@ class UsageBucket(msgspec.Struct, frozen=True, kw_only=True):
     tokens: int
     amount_millicredits: int
     events: int
+    # Credits of lots that expired in the bucket: not usage, so not in tokens, events or quotas.
+    expired_millicredits: int = 0
 
 
 class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +88,7 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     buckets: list[UsageBucket]
     total_tokens: int
     total_millicredits: int
+    total_expired_millicredits: int = 0
 
 
 class UserBalance(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +125,9 @@ class SystemStats(msgspec.Struct, frozen=True, kw_only=True):
     users_with_balance: int
     reserved_millicredits: int
     as_of: datetime
+    expired_millicredits_30d: Annotated[
+        int, msgspec.Meta(description="Credits of lots that expired in the same span as tokens_used_30d.")
+    ] = 0
 
 
 class BalanceAsOf(msgspec.Struct, frozen=True, kw_only=True):
@@ -320,7 +326,7 @@ async def usage(
         return UsageReport(granularity=granularity, buckets=[], total_tokens=0, total_millicredits=0)
     first = _truncate(start, granularity)
     rows = await pool.fetch(
-        "SELECT bucket_start, tokens, amount_millicredits, events FROM usage_rollups"
+        "SELECT bucket_start, tokens, amount_millicredits, events, expired_millicredits FROM usage_rollups"
         " WHERE user_id = $1 AND granularity = $2 AND bucket_start >= $3 AND bucket_start < $4"
         " ORDER BY bucket_start",
         user_id,
@@ -340,6 +346,7 @@ async def usage(
                 tokens=r["tokens"] if r else 0,
                 amount_millicredits=r["amount_millicredits"] if r else 0,
                 events=r["events"] if r else 0,
+                expired_millicredits=r["expired_millicredits"] if r else 0,
             )
         )
         moment += step
@@ -348,6 +355,7 @@ async def usage(
         buckets=buckets,
         total_tokens=sum(b.tokens for b in buckets),
         total_millicredits=sum(b.amount_millicredits for b in buckets),
+        total_expired_millicredits=sum(b.expired_millicredits for b in buckets),
     )
 
 
@@ -425,8 +433,8 @@ async def system_stats(pool: Any, *, now: datetime) -> SystemStats:
     )
     # The system's hourly roll-ups of the window: at most 721 rows, whatever the number of accounts.
     used = await pool.fetchrow(
-        "SELECT coalesce(sum(tokens), 0)::bigint AS tokens, coalesce(sum(analyses), 0)::bigint AS analyses"
-        " FROM usage_rollups"
+        "SELECT coalesce(sum(tokens), 0)::bigint AS tokens, coalesce(sum(analyses), 0)::bigint AS analyses,"
+        " coalesce(sum(expired_millicredits), 0)::bigint AS expired FROM usage_rollups"
         " WHERE user_id = '' AND granularity = 'hour' AND bucket_start >= $1 AND bucket_start <= $2",
         _truncate(now - STATS_WINDOW, "hour"),
         now,
@@ -444,6 +452,7 @@ async def system_stats(pool: Any, *, now: datetime) -> SystemStats:
         sales_paused=paused,
         tokens_used_30d=used["tokens"],
         analyses_30d=used["analyses"],
+        expired_millicredits_30d=used["expired"],
         users_with_balance=totals["users_with_balance"] if totals else 0,
         reserved_millicredits=totals["reserved_millicredits"] if totals else 0,
         as_of=now,

@@ -88,7 +88,7 @@ def _text(name: str, value: Any, words: AdminWords, locale: Locale) -> str:  # n
         return words.sales_paused if value else words.sales_open
     if name == "as_of":
         return when_text(value, locale)
-    if name.endswith("_millicredits"):
+    if "_millicredits" in name:  # Also a figure over a span, such as expired_millicredits_30d.
         return f"{credits_text(value, locale)} {words.credits_unit}"
     if name.endswith("_percent"):
         return percent_text(value, locale)

@@ -104,6 +104,11 @@ def test_a_welcome_lot_expires_while_a_paid_lot_remains(gateway: Gateway, fake_s
         ("debit", -1_000),
     ]
     assert lots(balance(gateway, buyer)) == [("paid", 100_000, 99_000, False)]
+    # The expiry shows in the day's usage and the admin figures, but is no usage: tokens count the debits only.
+    usage = buyer.get("/api/credits/usage", params={"granularity": "day"}).json()
+    assert (usage["total_tokens"], usage["total_expired_millicredits"]) == (4_000, 7_000)
+    stats = admin.get("/api/admin/credits/stats").json()
+    assert (stats["tokens_used_30d"], stats["expired_millicredits_30d"]) == (4_000, 7_000)
 
 
 def test_a_refund_takes_back_from_the_paid_lot(gateway: Gateway, fake_stripe: FakeStripe, buyer: Api) -> None:
