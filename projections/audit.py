@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 import psycopg
 
-from ledger.account import CreditAccount
+from ledger.account import CreditAccount, from_us
 from ledger.config import BillingConfig, PackageCatalogue
 from projections.accounts import ProjectionError
 
@@ -114,6 +114,8 @@ def _row(
     if action == "credits.adjusted":
         granted = isinstance(event, CreditAccount.CreditsGranted)
         new = {"amount_millicredits": event.amount_millicredits if granted else -event.amount_millicredits}
+        if granted:  # The lot the grant made.
+            new |= {"kind": event.kind, "expires_at": _moment(event.expires_at_us)}
     return AuditRow(
         at=event.timestamp,
         actor=actor,
@@ -189,3 +191,7 @@ class AuditProjection:
         if missing:
             raise ProjectionError(f"an adjustment of account {missing.pop()}, which never opened")
         return opened
+
+
+def _moment(moment_us: int | None) -> str | None:
+    return None if moment_us is None else from_us(moment_us).isoformat()

@@ -70,7 +70,7 @@ def test_changes_reach_the_audit_trail_once_with_who_and_the_request(gateway: Ga
         "actor_role": "admin",
         "target": "user:u1",
         "old": {},
-        "new": {"amount_millicredits": 50_000},
+        "new": {"amount_millicredits": 50_000, "kind": "promo", "expires_at": None},
         "reason": "ticket 12",
         "request_id": "req-adjust-1",
     }

@@ -111,7 +111,15 @@ async def test_each_change_is_one_row_with_who_why_and_the_old_and_new_values(
             "req-3",
         ),
         ("credits.adjusted", "ana", "admin", "user:u1", {}, {"amount_millicredits": -20_000}, "req-2"),
-        ("credits.adjusted", "ana", "admin", "user:u1", {}, {"amount_millicredits": 50_000}, "req-1"),
+        (
+            "credits.adjusted",
+            "ana",
+            "admin",
+            "user:u1",
+            {},
+            {"amount_millicredits": 50_000, "kind": "promo", "expires_at": None},
+            "req-1",
+        ),
     ]
     assert [e.reason for e in page.items[2:7]] == [None, None, None, "double grant", "ticket 12"]
     # The seeded catalogue, added by the ledger itself, oldest last.
