@@ -16,6 +16,7 @@ from ledger.account import CreditAccount
 from ledger.application import Ledger
 from ledger.config import BillingSettings
 from ledger.ids import account_id
+from ledger.lots import LotKind
 from ledger.persistence import postgres_env
 
 # The history is built without quotas: the rules are the service's, only the limits are lifted.
@@ -117,9 +118,13 @@ def cold_loads(database_url: str, users: list[str]) -> dict[str, Any]:
 
 
 def bulk_open(
-    database_url: str, users: list[str], *, grant_millicredits: int | None, per_save: int = 1_000
+    database_url: str, users: list[str], *, grant_millicredits: int | None, per_save: int = 1_000, lots: int = 1
 ) -> dict[str, Any]:
-    """Open many accounts (and grant each ``grant_millicredits``), ``per_save`` accounts per transaction."""
+    """Open many accounts (and grant each ``grant_millicredits``), ``per_save`` accounts per transaction.
+
+    With ``lots`` above 1 the grant is split into that many lots of mixed kinds, half of them expiring a year
+    and some hours later, so that usage has to order them (bench/lots_cost.py).
+    """
     ledger = Ledger(postgres_env(database_url, cache_maxsize=16))
     started = time.perf_counter()
     events = 0
@@ -129,15 +134,17 @@ def bulk_open(
             accounts = []
             for user in users[first : first + per_save]:
                 account = CreditAccount.open(user, now)
-                if grant_millicredits:
+                for lot in range(lots if grant_millicredits else 0):
                     account.grant(
-                        grant_id=f"fund-{user}",
-                        amount_millicredits=grant_millicredits,
+                        grant_id=f"fund-{user}" if lots == 1 else f"fund-{user}-{lot}",
+                        amount_millicredits=(grant_millicredits or 0) // lots,
                         source="admin",
                         reference=None,
                         description="bench funding",
                         granted_by="bench",
                         now=now,
+                        kind=LotKind.PROMO if lot % 3 == 0 else LotKind.PAID,
+                        expires_at=now + timedelta(days=365, hours=lot) if lots > 1 and lot % 2 == 0 else None,
                     )
                 events += len(account.pending_events)
                 accounts.append(account)

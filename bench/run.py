@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from bench import chain_cost, dashboard, procs, profile
+from bench import chain_cost, dashboard, lots_cost, procs, profile
 from bench.history import build_long_and_fresh, bulk_open, copy_open
 from bench.loadgen import Latencies, LoadResult, Repeat, Script, Sequence, Stats, run_load
 from bench.report import legend, table, write_json
@@ -724,6 +724,7 @@ class Bench:
             self.configure_and_fund()
             self.scenarios_http()
             chain_cost.run(self, window_s=self.args.duration / 2, warmup_s=self.args.warmup)
+            lots_cost.run(self, window_s=self.args.duration / 2, warmup_s=self.args.warmup)
             self.scenario_history()
             self.scenario_memory()
             self.verify()
@@ -813,6 +814,7 @@ class Bench:
                     f" {worker['accounts_in_cache_at_end']:,} in its cache at the end"
                 )
         lines.extend(chain_cost.summary_lines(r))
+        lines.extend(lots_cost.summary_lines(r))
         funding = self.result.get("funding")
         if funding and "accounts" in funding:
             lines.append(
