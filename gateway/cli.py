@@ -201,6 +201,14 @@ def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> in
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
+
+    def describe(*_: object) -> None:
+        # What each runner last did, then every thread's stack: why a view seems stuck.
+        print("\n".join(runner.describe() for runner in worker.runners), file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+
+    faulthandler.unregister(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, describe)
     deliveries = delivery_worker(settings, database_url)
     worker.start()
     deliveries.start()

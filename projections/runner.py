@@ -85,6 +85,17 @@ class ProjectionRunner:
         self.error: BaseException | None = None
         self.active = False
         self.reconnects = 0
+        # When the last batch committed (monotonic) and how many events it read: what a process that seems
+        # stuck says about each runner (``describe``).
+        self.last_batch_at: float | None = None
+        self.last_batch_events = 0
+
+    def describe(self) -> str:
+        age = "never" if self.last_batch_at is None else f"{time.monotonic() - self.last_batch_at:.1f} s ago"
+        return (
+            f"projection {self.projection.name}: {'active' if self.active else 'standing by'}, last batch {age}"
+            f" ({self.last_batch_events} events), reconnects {self.reconnects}, error {self.error!r}"
+        )
 
     def run_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Apply the next batch. Returns how many events were read (0 when caught up)."""
@@ -98,6 +109,7 @@ class ProjectionRunner:
                 conn.execute("INSERT INTO projection_positions (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
                 rows = conn.execute(_NEXT_BATCH, (name, self._topic_patterns, self.batch_size)).fetchall()
                 if not rows:
+                    self.last_batch_at, self.last_batch_events = time.monotonic(), 0
                     return 0
             events = [
                 (position, self.mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state))))
@@ -112,7 +124,8 @@ class ProjectionRunner:
                 " last_event_at = COALESCE(%s, last_event_at) WHERE name = %s",
                 (last[0], events[-1][1].timestamp if events else None, name),
             )
-            return len(rows)
+        self.last_batch_at, self.last_batch_events = time.monotonic(), len(rows)
+        return len(rows)
 
     def catch_up(self) -> int:
         """Apply every event now in the log. Returns how many were read."""

@@ -145,7 +145,9 @@ _EN_SETTINGS: Final = {
     ),
     "tokens_per_credit": Label(name="Tokens per credit", hint="how many tokens one credit pays for"),
     "welcome_credits": Label(name="Welcome credits", hint="credits a new user is given; 0 for none"),
-    "welcome_credits_ttl_days": Label(name="Welcome credits expire after (days)", hint="0: they never expire"),
+    "welcome_credits_ttl_days": Label(
+        name="Welcome grant lifetime (days)", hint="days until welcome credits expire; 0: never"
+    ),
     "low_balance_threshold_millicredits": Label(
         name="Low-balance notice (millicredits)", hint="a user is told once when their available credits fall below"
     ),
@@ -168,7 +170,9 @@ _PT_SETTINGS: Final = {
     ),
     "tokens_per_credit": Label(name="Tokens por crédito", hint="quantos tokens um crédito paga"),
     "welcome_credits": Label(name="Créditos de boas-vindas", hint="créditos dados a um novo usuário; 0 para nenhum"),
-    "welcome_credits_ttl_days": Label(name="Validade dos créditos de boas-vindas (dias)", hint="0: não expiram"),
+    "welcome_credits_ttl_days": Label(
+        name="Validade da concessão de boas-vindas (dias)", hint="dias até os créditos expirarem; 0: nunca"
+    ),
     "low_balance_threshold_millicredits": Label(
         name="Aviso de saldo baixo (milicréditos)", hint="o usuário é avisado uma vez quando o disponível fica abaixo"
     ),

@@ -100,7 +100,7 @@ def stacks_of(process: LedgerProcess) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGUSR1)
         time.sleep(0.5)
-    return f"`ledger {process.name}` (pid {process.pid}):\n" + tail(process.log, 120)
+    return f"`ledger {process.name}` (pid {process.pid}):\n" + tail(process.log, 160)
 
 
 def run_ledger(

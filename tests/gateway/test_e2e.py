@@ -500,7 +500,13 @@ def test_usage_from_a_moment_to_itself_is_an_empty_range(gateway: Gateway) -> No
     moment = "2026-01-01T00:00:00Z"
     empty = user.get("/api/credits/usage", params={"from": moment, "to": moment})
     assert empty.status_code == 200, empty.text
-    assert empty.json() == {"granularity": "hour", "buckets": [], "total_tokens": 0, "total_millicredits": 0}
+    assert empty.json() == {
+        "granularity": "hour",
+        "buckets": [],
+        "total_tokens": 0,
+        "total_millicredits": 0,
+        "total_expired_millicredits": 0,
+    }
     backwards = user.get("/api/credits/usage", params={"from": moment, "to": "2025-12-31T23:59:59Z"})
     assert problem(backwards, 422, "validation")["errors"] == [{"field": "from", "reason": "must not be after to"}]
 
