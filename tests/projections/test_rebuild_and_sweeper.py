@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from ledger.application import Ledger
-from ledger.commands import GrantCredits, ReserveCredits
+from ledger.commands import AdjustCredits, DebitUsage, GrantCredits, ReserveCredits
 from ledger.payments import DisputeChanged, SessionCompleted, SessionDetails
 from projections.accounts import AccountsProjection
 from projections.catalogue import CatalogueProjection
@@ -41,6 +41,7 @@ VIEWS = {
     "billing_config": "key",
     "credit_packages": "id",
     "stripe_payments": "checkout_session_id",
+    "credit_lots": "user_id, lot_id",
 }
 
 
@@ -58,6 +59,28 @@ def pay(ledger: Ledger) -> None:
     )
 
 
+def lots(ledger: Ledger) -> None:
+    """Three lots, one of which expires before a debit that records its expiry and takes from the others."""
+    for amount, kind, expires_at in (
+        (1_000, "promo", T0 + timedelta(days=1)),
+        (2_000, "paid", None),
+        (3_000, None, None),
+    ):
+        ledger.adjust_credits(
+            AdjustCredits(
+                user_id="lots",
+                amount_millicredits=amount,
+                reason="lots",
+                admin_id="a",
+                kind=kind,
+                expires_at=expires_at,
+            ),
+            idempotency=None,
+            now=T0,
+        )
+    ledger.debit_usage(DebitUsage(user_id="lots", tokens=2_500), idempotency=None, now=T0 + timedelta(days=2))
+
+
 def indexes(url: str) -> list[tuple[Any, ...]]:
     return rows(
         url,
@@ -70,8 +93,10 @@ def test_a_rebuild_gives_row_for_row_the_tables_the_log_gave(pg_ledger: Ledger, 
     run(pg_ledger, "u2", [("grant", 300_000), ("reserve", 100_000), ("debit", 5), ("settle", 7), ("wait", 999)])
     write_history(pg_ledger, users=30, events_per_user=40)
     pay(pg_ledger)
+    lots(pg_ledger)
     for projection in (AccountsProjection(), CatalogueProjection(), PaymentsProjection()):
         ProjectionRunner(clean_database, projection, batch_size=13).catch_up()
+    assert rows(clean_database, "SELECT count(*) FROM credit_lots WHERE user_id = 'lots'") == [(2,)]
     incremental, index_shapes = views(clean_database), indexes(clean_database)
     seen: list[tuple[int, int]] = []
     for projection in (AccountsProjection(), CatalogueProjection(), PaymentsProjection()):
@@ -227,3 +252,33 @@ def test_ledger_rebuild_prints_its_rate_and_refuses_an_unknown_name(pg_ledger: L
     )
     assert unknown.returncode == 2
     assert "accounts" in unknown.stderr
+
+
+def test_the_sweeper_records_the_expiry_of_lots_past_their_time(pg_ledger: Ledger, clean_database: str) -> None:
+    for amount, expires_at in ((1_000, T0 + timedelta(hours=1)), (2_000, T0 + timedelta(days=1)), (4_000, None)):
+        pg_ledger.adjust_credits(
+            AdjustCredits(user_id="u1", amount_millicredits=amount, reason="r", admin_id="a", expires_at=expires_at),
+            idempotency=None,
+            now=T0,
+        )
+    accounts = ProjectionRunner(clean_database, AccountsProjection())
+    accounts.catch_up()
+    sweeper = HoldSweeper(clean_database, pg_ledger, clock=lambda: T0 + timedelta(hours=2))
+    with psycopg.connect(clean_database, autocommit=True) as conn:
+        assert sweeper.sweep(conn) == 1
+        accounts.catch_up()
+        assert sweeper.sweep(conn) == 0  # Already recorded; the other lot's time has not come.
+    assert rows(clean_database, "SELECT remaining_millicredits FROM credit_lots ORDER BY position") == [
+        (2_000,),
+        (4_000,),
+    ]
+    assert rows(clean_database, "SELECT balance_millicredits FROM user_credits") == [(6_000,)]
+    assert rows(
+        clean_database, "SELECT kind, amount_millicredits, occurred_at FROM credit_transactions ORDER BY position"
+    )[-1] == ("expiry", -1_000, T0 + timedelta(hours=1))
+    # The expired credits are in the day's figures, not in its usage.
+    assert rows(
+        clean_database,
+        "SELECT tokens, events, expired_millicredits FROM usage_rollups WHERE user_id = 'u1' AND granularity = 'day'",
+    ) == [(0, 0, 1_000)]
+    assert verify(clean_database) == []
