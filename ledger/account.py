@@ -12,7 +12,7 @@ round-trips through the mapper without custom codecs.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from eventsourcing.domain import Aggregate
 
@@ -21,30 +21,32 @@ from ledger.errors import (
     InsufficientCreditsError,
     InvalidCommandError,
     NotFoundError,
-    QuotaExceededError,
-    QuotaWindow,
     RemovalExceedsAvailableError,
     ReservationNotOpenError,
 )
 from ledger.ids import account_id
 from ledger.lots import KIND_OF_SOURCE, Lot, LotKind, allocate, consumption_order, due, expired_millicredits
+from ledger.quota import DAILY, HOUR_US, HOURLY, US_PER_SECOND, UsageBucket, upcast_buckets
 
 if TYPE_CHECKING:
     from ledger.config import BillingSettings
 
-US_PER_SECOND = 1_000_000
-MINUTE_US = 60 * US_PER_SECOND
-HOUR_US = 60 * MINUTE_US
-# The hourly quota counts the current clock minute and the 59 before it; the daily quota counts the
-# current clock hour and the 23 before it. Buckets keep the state small and bounded whatever the traffic.
-HOUR_WINDOW_MINUTES = 60
-DAY_WINDOW_HOURS = 24
 # A closed reservation is remembered this long, so a late settle or release gets 409 rather than 404.
 CLOSED_RESERVATION_MEMORY_US = 30 * 24 * HOUR_US
 MAX_TTL_SECONDS = 86_400
 
-# Hold record layout: [held_millicredits, expires_at_us, estimated_tokens].
-HELD, EXPIRES_AT, ESTIMATED = 0, 1, 2
+
+class Hold(TypedDict):
+    """An open reservation's hold."""
+
+    held_millicredits: int
+    expires_at_us: int
+    estimated_tokens: int
+
+
+class ClosedReservation(TypedDict):
+    status: str  # settled, released or expired
+    closed_at_us: int
 
 
 def to_us(moment: datetime) -> int:
@@ -83,7 +85,8 @@ class CreditAccount(Aggregate):
 
         TOPIC = "ledger.CreditAccount.Created"
 
-    # Version 2 keeps grants as lots; a snapshot of version 1 is upcast (see ``upcast_v1_v2``).
+    # Version 2 keeps grants as lots and names every field of its records; a snapshot of version 1 is upcast
+    # (see ``upcast_v1_v2``).
     class_version = 2
 
     # Declared so that type checkers know the state; assigned in __init__ and the events' apply.
@@ -93,10 +96,10 @@ class CreditAccount(Aggregate):
     balance_millicredits: int
     lots: dict[str, Lot]
     debt_millicredits: int
-    holds: dict[str, list[int]]
-    closed_reservations: dict[str, list[Any]]
-    minute_usage: list[list[int]]
-    hour_usage: list[list[int]]
+    holds: dict[str, Hold]
+    closed_reservations: dict[str, ClosedReservation]
+    minute_usage: list[UsageBucket]
+    hour_usage: list[UsageBucket]
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
@@ -111,11 +114,22 @@ class CreditAccount(Aggregate):
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
-        """A snapshot from before lots knows only the balance: it becomes one paid lot, or debt.
+        """A snapshot from before lots knows only the balance: it becomes one paid lot, or debt. Its records
+        were positional lists; they become named ones.
 
-        ``ledger migrate`` rewrites such snapshots from the events (one lot per past grant); this keeps any
-        it could not rewrite loadable, with the balance exact and only its split unknown.
+        ``ledger migrate`` drops such snapshots (accounts then load from their events, one lot per past
+        grant); this keeps one that was left loadable, with the balance exact and only its split unknown.
         """
+        state["holds"] = {
+            rid: Hold(held_millicredits=held, expires_at_us=expires_at_us, estimated_tokens=estimated)
+            for rid, (held, expires_at_us, estimated) in state["holds"].items()
+        }
+        state["closed_reservations"] = {
+            rid: ClosedReservation(status=status, closed_at_us=closed_at_us)
+            for rid, (status, closed_at_us) in state["closed_reservations"].items()
+        }
+        state["minute_usage"] = upcast_buckets(state["minute_usage"])
+        state["hour_usage"] = upcast_buckets(state["hour_usage"])
         balance = state["balance_millicredits"]
         state["debt_millicredits"] = max(-balance, 0)
         state["lots"] = {}
@@ -140,7 +154,7 @@ class CreditAccount(Aggregate):
     def reserved_millicredits(self, now: datetime) -> int:
         """Credits held by open reservations; a hold past its expiry no longer counts, swept or not."""
         now_us = to_us(now)
-        return sum(hold[HELD] for hold in self.holds.values() if hold[EXPIRES_AT] > now_us)
+        return sum(hold["held_millicredits"] for hold in self.holds.values() if hold["expires_at_us"] > now_us)
 
     def balance_at(self, now: datetime) -> int:
         """The balance at ``now``: a lot past its expiry no longer counts, whether or not its expiry is recorded."""
@@ -155,10 +169,8 @@ class CreditAccount(Aggregate):
 
     def tokens_used(self, now: datetime) -> tuple[int, int]:
         """Tokens counted against the quotas in the rolling hour and the rolling day."""
-        minute, hour = to_us(now) // MINUTE_US, to_us(now) // HOUR_US
-        in_hour = sum(t for m, t in self.minute_usage if m > minute - HOUR_WINDOW_MINUTES)
-        in_day = sum(t for h, t in self.hour_usage if h > hour - DAY_WINDOW_HOURS)
-        return in_hour, in_day
+        now_us = to_us(now)
+        return HOURLY.used(self.minute_usage, now_us), DAILY.used(self.hour_usage, now_us)
 
     # Commands.
 
@@ -337,7 +349,7 @@ class CreditAccount(Aggregate):
         cost = cost_millicredits(tokens, settings.tokens_per_credit)
         if self.balance_millicredits - cost < -MAX_AMOUNT:
             raise InvalidCommandError("tokens", "the balance would pass its lower bound")
-        released = max(hold[HELD] - cost, 0)
+        released = max(hold["held_millicredits"] - cost, 0)
         self.trigger_event(
             self.ReservationSettled,
             timestamp=now,
@@ -361,9 +373,9 @@ class CreditAccount(Aggregate):
             self.ReservationReleased,
             timestamp=now,
             reservation_id=reservation_id,
-            released_millicredits=hold[HELD],
+            released_millicredits=hold["held_millicredits"],
         )
-        return hold[HELD]
+        return hold["held_millicredits"]
 
     def expire_due(self, now: datetime) -> int:
         """Record the expiry of every hold and lot past its time. Returns how many expired."""
@@ -435,26 +447,15 @@ class CreditAccount(Aggregate):
 
     def _require_quota(self, tokens: int, settings: BillingSettings, now: datetime) -> None:
         now_us = to_us(now)
-        in_hour, in_day = self.tokens_used(now)
-        windows: tuple[tuple[QuotaWindow, int, int, list[list[int]], int, int], ...] = (
-            ("hour", settings.hourly_token_limit, in_hour, self.minute_usage, MINUTE_US, HOUR_WINDOW_MINUTES),
-            ("day", settings.daily_token_limit, in_day, self.hour_usage, HOUR_US, DAY_WINDOW_HOURS),
-        )
-        for window, limit, used, buckets, bucket_us, window_buckets in windows:
-            if used + tokens > limit:
-                raise _quota_error(
-                    window,
-                    limit,
-                    used,
-                    tokens,
-                    buckets,
-                    first_bucket=now_us // bucket_us - window_buckets + 1,
-                    bucket_us=bucket_us,
-                    window_buckets=window_buckets,
-                    now_us=now_us,
-                )
+        for window, limit, usage in (
+            (HOURLY, settings.hourly_token_limit, self.minute_usage),
+            (DAILY, settings.daily_token_limit, self.hour_usage),
+        ):
+            refusal = window.refusal(limit, usage, tokens, now_us)
+            if refusal is not None:
+                raise refusal
 
-    def _open_hold(self, reservation_id: str, now: datetime) -> list[int]:
+    def _open_hold(self, reservation_id: str, now: datetime) -> Hold:
         hold = self.holds.get(reservation_id)
         if hold is not None:
             return hold
@@ -466,9 +467,9 @@ class CreditAccount(Aggregate):
     def _closed_status(self, reservation_id: str, now: datetime) -> str | None:
         """How a reservation closed, if it closed within the memory period (pruning is lazy, time is not)."""
         closed = self.closed_reservations.get(reservation_id)
-        if closed is None or closed[1] <= to_us(now) - CLOSED_RESERVATION_MEMORY_US:
+        if closed is None or closed["closed_at_us"] <= to_us(now) - CLOSED_RESERVATION_MEMORY_US:
             return None
-        return str(closed[0])
+        return closed["status"]
 
     def _take(self, amount_millicredits: int, now: datetime, *, first: list[str] | None = None) -> dict[str, int]:
         """Which lots pay ``amount_millicredits``, in their order (``first`` before the rest)."""
@@ -496,13 +497,13 @@ class CreditAccount(Aggregate):
 
     def _expire_due_holds(self, now: datetime) -> int:
         now_us = to_us(now)
-        due = [rid for rid, hold in self.holds.items() if hold[EXPIRES_AT] <= now_us]
+        due = [rid for rid, hold in self.holds.items() if hold["expires_at_us"] <= now_us]
         for rid in due:
             self.trigger_event(
                 self.ReservationExpired,
                 timestamp=now,
                 reservation_id=rid,
-                released_millicredits=self.holds[rid][HELD],
+                released_millicredits=self.holds[rid]["held_millicredits"],
             )
         return len(due)
 
@@ -582,11 +583,11 @@ class CreditAccount(Aggregate):
         analysis_id: str | None
 
         def apply(self, account: CreditAccount) -> None:
-            account.holds[self.reservation_id] = [
-                self.amount_millicredits,
-                self.expires_at_us,
-                self.estimated_tokens,
-            ]
+            account.holds[self.reservation_id] = Hold(
+                held_millicredits=self.amount_millicredits,
+                expires_at_us=self.expires_at_us,
+                estimated_tokens=self.estimated_tokens,
+            )
 
     class ReservationSettled(Aggregate.Event):
         TOPIC = "ledger.CreditAccount.ReservationSettled"
@@ -680,49 +681,9 @@ def _check_labels(*, model: str | None, agent_id: str | None, analysis_id: str |
     _check_text("analysis_id", analysis_id, max_length=128)
 
 
-def _quota_error(
-    window: QuotaWindow,
-    limit: int,
-    used: int,
-    tokens: int,
-    buckets: list[list[int]],
-    *,
-    first_bucket: int,
-    bucket_us: int,
-    window_buckets: int,
-    now_us: int,
-) -> QuotaExceededError:
-    """Build the refusal, with how long until enough usage leaves the window for this request to fit."""
-    excess = used + tokens - limit
-    retry_after_us = window_buckets * bucket_us  # A request larger than the whole quota never fits.
-    if tokens <= limit:
-        freed = 0
-        for bucket, bucket_tokens in buckets:
-            if bucket < first_bucket:
-                continue
-            freed += bucket_tokens
-            if freed >= excess:
-                retry_after_us = (bucket + window_buckets) * bucket_us - now_us
-                break
-    retry_after_seconds = max(1, -(-retry_after_us // US_PER_SECOND))
-    return QuotaExceededError(
-        window=window, limit_tokens=limit, used_tokens=used, retry_after_seconds=retry_after_seconds
-    )
-
-
 def _count_usage(account: CreditAccount, tokens: int, at_us: int) -> None:
-    """Add tokens to the quota buckets, dropping buckets that left their window (deterministic)."""
-    for buckets, bucket, window in (
-        (account.minute_usage, at_us // MINUTE_US, HOUR_WINDOW_MINUTES),
-        (account.hour_usage, at_us // HOUR_US, DAY_WINDOW_HOURS),
-    ):
-        while buckets and buckets[0][0] <= bucket - window:
-            buckets.pop(0)
-        # Clocks of different processes may disagree a little: a late event joins the newest bucket.
-        if buckets and buckets[-1][0] >= bucket:
-            buckets[-1][1] += tokens
-        else:
-            buckets.append([bucket, tokens])
+    HOURLY.count(account.minute_usage, tokens, at_us)
+    DAILY.count(account.hour_usage, tokens, at_us)
 
 
 def _consume(account: CreditAccount, amount_millicredits: int, taken: dict[str, int] | None) -> None:
@@ -744,7 +705,7 @@ def _close_hold(account: CreditAccount, reservation_id: str, status: str, at_us:
     closed = account.closed_reservations
     while closed:
         oldest = next(iter(closed))
-        if closed[oldest][1] > at_us - CLOSED_RESERVATION_MEMORY_US:
+        if closed[oldest]["closed_at_us"] > at_us - CLOSED_RESERVATION_MEMORY_US:
             break
         del closed[oldest]
-    closed[reservation_id] = [status, at_us]
+    closed[reservation_id] = ClosedReservation(status=status, closed_at_us=at_us)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -48,14 +49,41 @@ class BalanceRow:
 
 
 @dataclass
+class NewHold:
+    user_id: str
+    held_millicredits: int
+    expires_at: datetime
+
+
+class StoredHold(Enum):
+    """What a batch does with a hold row it closes."""
+
+    NONE = "opened and closed in this batch: no row"
+    DELETE = "closed: delete its row"
+
+
+@dataclass
+class Rollup:
+    """One bucket's change in a batch."""
+
+    tokens: int = 0
+    amount_millicredits: int = 0
+    events: int = 0
+    analyses: int = 0
+    expired_millicredits: int = 0
+
+
+@dataclass
 class Batch:
     balances: dict[UUID, BalanceRow] = field(default_factory=dict)
-    new_holds: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)
-    closed_holds: dict[str, int] = field(default_factory=dict)
+    new_holds: dict[str, NewHold] = field(default_factory=dict)
+    # The holds of the batch's closing events as the view held them (their amounts), then what to do with
+    # each row once closed.
+    open_holds: dict[str, int] = field(default_factory=dict)
+    closed_holds: dict[str, StoredHold] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     usage: list[tuple[Any, ...]] = field(default_factory=list)
-    # Per bucket: tokens, millicredits, usage events, analyses started, millicredits expired.
-    rollups: dict[tuple[str, str, datetime], list[int]] = field(default_factory=dict)
+    rollups: dict[tuple[str, str, datetime], Rollup] = field(default_factory=dict)
     lots: LotBook = field(default_factory=LotBook)
     # Analyses already counted: in the view before this batch, or earlier in it.
     analyses: set[str] = field(default_factory=set)
@@ -126,7 +154,7 @@ class AccountsProjection:
                 "SELECT reservation_id, held_millicredits FROM credit_holds WHERE reservation_id = ANY(%s)",
                 (closing,),
             ).fetchall()
-            batch.closed_holds.update({rid: -amount for rid, amount in held})  # Negative: known, not closed.
+            batch.open_holds.update(dict(held))
         analyses = list({e.analysis_id for _, e in events if isinstance(e, CreditAccount.CreditsDebited)} - {None})
         if analyses:
             seen = conn.execute(
@@ -191,10 +219,10 @@ class AccountsProjection:
             self._usage(batch, position, row.user_id, event.debit_id, event, event.occurred_at)
         elif isinstance(event, CreditAccount.CreditsReserved):
             row.reserved += event.amount_millicredits
-            batch.new_holds[event.reservation_id] = (
-                row.user_id,
-                event.amount_millicredits,
-                from_us(event.expires_at_us),
+            batch.new_holds[event.reservation_id] = NewHold(
+                user_id=row.user_id,
+                held_millicredits=event.amount_millicredits,
+                expires_at=from_us(event.expires_at_us),
             )
             history(0, event.reservation_id, "reservation", -event.amount_millicredits, event.analysis_id, None)
         elif isinstance(event, CreditAccount.ReservationSettled):
@@ -227,7 +255,8 @@ class AccountsProjection:
             history(0, expiry_id(event.lot_id), "expiry", -event.amount_millicredits, event.lot_id, event.kind)
             for who in (row.user_id, ""):
                 for granularity, start in (("hour", _hour(at)), ("day", _day(at))):
-                    batch.rollups.setdefault((who, granularity, start), [0, 0, 0, 0, 0])[4] += event.amount_millicredits
+                    rollup = batch.rollups.setdefault((who, granularity, start), Rollup())
+                    rollup.expired_millicredits += event.amount_millicredits
         elif isinstance(event, CreditAccount.Initialized):
             pass
         else:
@@ -237,14 +266,12 @@ class AccountsProjection:
 
     def _close(self, batch: Batch, reservation_id: str, position: int) -> int:
         if reservation_id in batch.new_holds:
-            held = batch.new_holds.pop(reservation_id)[1]
-            batch.closed_holds[reservation_id] = 0  # Opened and closed in this batch: nothing to delete.
-            return held
-        state = batch.closed_holds.get(reservation_id)
-        if state is None or state >= 0:
+            batch.closed_holds[reservation_id] = StoredHold.NONE
+            return batch.new_holds.pop(reservation_id).held_millicredits
+        if reservation_id not in batch.open_holds or reservation_id in batch.closed_holds:
             raise ProjectionError(f"reservation {reservation_id} closed but not open (position {position})")
-        batch.closed_holds[reservation_id] = 1  # Delete it when writing.
-        return -state
+        batch.closed_holds[reservation_id] = StoredHold.DELETE
+        return batch.open_holds[reservation_id]
 
     def _usage(self, batch: Batch, position: int, user_id: str, usage_id: str, event: Any, at: datetime) -> None:
         analysis_id: str | None = getattr(event, "analysis_id", None)
@@ -269,11 +296,11 @@ class AccountsProjection:
         )
         for who in (user_id, ""):
             for granularity, start in (("hour", _hour(at)), ("day", _day(at))):
-                bucket = batch.rollups.setdefault((who, granularity, start), [0, 0, 0, 0, 0])
-                bucket[0] += event.tokens
-                bucket[1] += event.amount_millicredits
-                bucket[2] += 1
-                bucket[3] += started
+                rollup = batch.rollups.setdefault((who, granularity, start), Rollup())
+                rollup.tokens += event.tokens
+                rollup.amount_millicredits += event.amount_millicredits
+                rollup.events += 1
+                rollup.analyses += started
 
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
         with conn.cursor() as cur:
@@ -335,9 +362,12 @@ class AccountsProjection:
                 cur.executemany(
                     "INSERT INTO credit_holds (reservation_id, user_id, held_millicredits, expires_at)"
                     " VALUES (%s, %s, %s, %s)",
-                    [(rid, *hold) for rid, hold in batch.new_holds.items()],
+                    [
+                        (rid, hold.user_id, hold.held_millicredits, hold.expires_at)
+                        for rid, hold in batch.new_holds.items()
+                    ],
                 )
-            to_delete = [rid for rid, state in batch.closed_holds.items() if state == 1]
+            to_delete = [rid for rid, stored in batch.closed_holds.items() if stored is StoredHold.DELETE]
             if to_delete:
                 cur.execute("DELETE FROM credit_holds WHERE reservation_id = ANY(%s)", (to_delete,))
             if batch.history:
@@ -372,11 +402,11 @@ class AccountsProjection:
                         [key[0] for key in keys],
                         [key[1] for key in keys],
                         [key[2] for key in keys],
-                        [batch.rollups[key][0] for key in keys],
-                        [batch.rollups[key][1] for key in keys],
-                        [batch.rollups[key][2] for key in keys],
-                        [batch.rollups[key][3] for key in keys],
-                        [batch.rollups[key][4] for key in keys],
+                        [batch.rollups[key].tokens for key in keys],
+                        [batch.rollups[key].amount_millicredits for key in keys],
+                        [batch.rollups[key].events for key in keys],
+                        [batch.rollups[key].analyses for key in keys],
+                        [batch.rollups[key].expired_millicredits for key in keys],
                     ),
                 )
 

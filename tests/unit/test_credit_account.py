@@ -266,7 +266,7 @@ class TestQuotas:
 
     def test_a_refused_request_is_never_counted(self):
         account = given(grant(RICH), debit(400_000))
-        usage = (list(map(list, account.minute_usage)), list(map(list, account.hour_usage)))
+        usage = ([dict(b) for b in account.minute_usage], [dict(b) for b in account.hour_usage])
         refused(account, debit(200_000, now=at(minutes=1)), QuotaExceededError)
         assert (account.minute_usage, account.hour_usage) == usage
         assert account.tokens_used(at(minutes=1)) == (400_000, 400_000)
@@ -480,6 +480,7 @@ class TestReplay:
         replayed = replay(events)
         assert replayed == account
         assert replayed.balance_millicredits == 2_000_000 + RICH - 1_000 - 3_000_000 - 500 - 700
-        assert (replayed.holds, account.holds) == ({"r3": [1_000, to_us(at(days=1, minutes=2)), 1_000]},) * 2
+        hold = {"held_millicredits": 1_000, "expires_at_us": to_us(at(days=1, minutes=2)), "estimated_tokens": 1_000}
+        assert (replayed.holds, account.holds) == ({"r3": hold},) * 2
         assert replayed.closed_reservations == account.closed_reservations
         assert replayed.tokens_used(at(hours=3)) == account.tokens_used(at(hours=3)) == (0, 10_000)

@@ -38,6 +38,7 @@ from tests.unit.test_credit_account import (
     history,
     kinds,
     refused,
+    release,
     replay,
     reserve,
     settle,
@@ -460,6 +461,21 @@ def before_lots(event: Any) -> Any:
     return MAPPER.to_domain_event(_restored(stored, payload))
 
 
+def _as_version_1(state):
+    """A snapshot's state as version 1 stored it: no lots, and positional records."""
+    for name in ("lots", "debt_millicredits", "class_version"):
+        del state[name]
+    state["holds"] = {
+        rid: [hold["held_millicredits"], hold["expires_at_us"], hold["estimated_tokens"]]
+        for rid, hold in state["holds"].items()
+    }
+    state["closed_reservations"] = {
+        rid: [closed["status"], closed["closed_at_us"]] for rid, closed in state["closed_reservations"].items()
+    }
+    for name in ("minute_usage", "hour_usage"):
+        state[name] = [[entry["bucket"], entry["tokens"]] for entry in state[name]]
+
+
 class TestSnapshotUpcast:
     @pytest.mark.parametrize(
         ("balance", "lots", "debt"),
@@ -483,7 +499,15 @@ class TestSnapshotUpcast:
         ],
     )
     def test_a_snapshot_from_before_lots_keeps_its_balance_as_one_paid_lot_or_as_debt(self, balance, lots, debt):
-        snapshot = {"user_id": "user-1", "initialized": True, "balance_millicredits": balance, "holds": {}}
+        snapshot = {
+            "user_id": "user-1",
+            "initialized": True,
+            "balance_millicredits": balance,
+            "holds": {},
+            "closed_reservations": {},
+            "minute_usage": [],
+            "hour_usage": [],
+        }
         CreditAccount.upcast_v1_v2(snapshot)
         assert (snapshot["lots"], snapshot["debt_millicredits"], snapshot["balance_millicredits"]) == (
             lots,
@@ -492,14 +516,16 @@ class TestSnapshotUpcast:
         )
 
     def test_a_stored_snapshot_from_before_lots_loads_and_its_legacy_lot_is_used(self):
-        account = given(paid("cs_1", 5_000), debit(1_000))
+        account = given(paid("cs_1", 5_000), debit(1_000), reserve("r1", 100, settings=OPEN), release("r1"))
         stored = MAPPER.to_stored_event(CreditAccount.Snapshot.take(account))
         snapshot = json.loads(stored.state)
-        for name in ("lots", "debt_millicredits", "class_version"):
-            del snapshot["state"][name]
+        _as_version_1(snapshot["state"])
         loaded = MAPPER.to_domain_event(_restored(stored, snapshot)).mutate(None)
         assert remaining(loaded) == {"legacy": 4_000}
         assert (loaded.balance_millicredits, loaded.debt_millicredits) == (4_000, 0)
+        # Its records are named again: the closed reservation, the usage buckets.
+        assert loaded.closed_reservations == account.closed_reservations
+        assert (loaded.minute_usage, loaded.hour_usage) == (account.minute_usage, account.hour_usage)
         assert when(loaded, debit(500, now=at(minutes=1)))[0].lots == {"legacy": 500}
 
 
