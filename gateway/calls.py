@@ -26,7 +26,7 @@ from gateway.metrics import COMMANDS, REPLAYS
 from gateway.schemas import VISIBLE_ASCII
 from ledger.amounts import MAX_AMOUNT
 from ledger.application import Ledger
-from ledger.commands import Origin
+from ledger.commands import AddPackage, AdjustCredits, ChangeBillingSettings, ChangePackage, Origin
 from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.receipts import Receipt
 
@@ -70,12 +70,8 @@ MinPositionHeader = Annotated[
 ]
 
 
-# Account use cases that read nothing before deciding, so they can be queued from the event loop.
-QUEUED_DIRECTLY = frozenset({"debit_usage", "reserve_credits", "grant_credits", "adjust_credits"})
-
-
 # Changes the audit trail records: the ledger writes the caller's role and the request id into their events.
-AUDITED = frozenset({"adjust_credits", "change_billing_settings", "add_package", "change_package"})
+AUDITED = (AdjustCredits, ChangeBillingSettings, AddPackage, ChangePackage)
 
 
 # The longest a request waits for the ledger. A command not answered by then may still commit: its caller
@@ -89,16 +85,16 @@ class LedgerCalls:
         self.limiter = anyio.CapacityLimiter(threads)
         self.deadline_seconds = deadline_seconds
 
-    async def command(self, operation: str, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    async def command(self, operation: str, method: Callable[..., R], command: Any, **kwargs: Any) -> R:
+        """Run ``command`` through ``method``, the ledger's use case for it."""
         try:
-            if self.ledger.group_commit and getattr(method, "__name__", "") in QUEUED_DIRECTLY:
+            if self.ledger.group_commit and self.ledger.submittable(command):
                 # Straight onto the writer's queue, awaited here: no worker thread waits on it. A command
                 # whose caller stopped waiting is cancelled, and the writer drops it unless it has begun.
-                receipt = await self._within_deadline(
-                    asyncio.wrap_future(self.ledger.submit(method, *args, **kwargs)), operation
-                )
+                submitted = asyncio.wrap_future(self.ledger.submit(command, **kwargs))
+                receipt: R = await self._within_deadline(submitted, operation)  # type: ignore[arg-type]
             else:
-                receipt = await self._in_thread(functools.partial(method, *args, **kwargs), operation)
+                receipt = await self._in_thread(functools.partial(method, command, **kwargs), operation)
         except LedgerError as error:
             COMMANDS.labels(operation, type(error).__name__).inc()
             raise
@@ -134,7 +130,7 @@ async def run_command(
     """Run a caller's command under their idempotency key, then tell live streams the balance moved."""
     state = request.app.state
     audit: dict[str, Any] = {}
-    if getattr(method, "__name__", "") in AUDITED:
+    if isinstance(command, AUDITED):
         audit["origin"] = Origin(actor_role=request.user.role, request_id=REQUEST_ID.get())
     receipt: R = await state.calls.command(
         operation, method, command, idempotency=request.user.idempotency(key), now=state.clock(), **audit

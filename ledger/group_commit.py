@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -38,9 +38,6 @@ from ledger.idempotency import IdempotencyRecord
 from ledger.ids import request_id
 from ledger.receipts import Receipt
 
-if TYPE_CHECKING:
-    from ledger.application import Ledger
-
 log = logging.getLogger(__name__)
 
 # A lost connection, as the store reports it: before a save (the batch's account refresh, a load) or
@@ -48,14 +45,17 @@ log = logging.getLogger(__name__)
 CONNECTION_FAULTS = (StoreUnavailableError, StoreOperationalError, StoreInterfaceError)
 
 
+R = TypeVar("R", bound="Receipt")
+
+
 @dataclass
-class Plan:
-    """One account command, ready to be decided: everything ``Ledger._execute`` needs, named."""
+class Plan(Generic[R]):
+    """One account command, ready to be decided: everything ``Pipeline._execute`` needs, named."""
 
     aggregate_id: UUID
     lock: threading.Lock
     load: Callable[[], Any]
-    decide: Callable[[Any, UUID | None], Callable[[int], Receipt]]
+    decide: Callable[[Any, UUID | None], Callable[[int], R]]
     command: Command
     operation: str
     idempotency: IdempotencyKey | None
@@ -92,20 +92,42 @@ class _Lost:
     fault: StoreUnavailableError
 
 
+class Store(Protocol):
+    """What the writer needs of the ledger: the pipeline's store, without importing it (no import cycle)."""
+
+    @property
+    def repository(self) -> Any: ...
+
+    @property
+    def recorder(self) -> Any: ...
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any: ...
+
+    def execute_plan(self, plan: Plan[R]) -> R: ...
+
+    def replay(
+        self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
+    ) -> Receipt | None: ...
+
+    def refresh_accounts(self, ids: list[UUID]) -> None: ...
+
+    def discard_broken_connections(self) -> None: ...
+
+
 @dataclass
 class _Decided:
-    plan: Plan
+    plan: Plan[Any]
     future: Future[Receipt]
     receipt: Receipt | None = None
     error: BaseException | None = None
 
 
 class GroupCommitWriter:
-    def __init__(self, ledger: Ledger, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
+    def __init__(self, ledger: Store, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
-        self._queue: queue.SimpleQueue[tuple[Plan, Future[Receipt]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Plan[Any], Future[Receipt]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self.batches = 0
         self.commands = 0
@@ -122,9 +144,9 @@ class GroupCommitWriter:
     def in_writer(self) -> bool:
         return threading.current_thread() is self._thread
 
-    def submit(self, plan: Plan) -> Future[Receipt]:
-        future: Future[Receipt] = Future()
-        self._queue.put((plan, future))
+    def submit(self, plan: Plan[R]) -> Future[R]:
+        future: Future[R] = Future()
+        self._queue.put((plan, future))  # type: ignore[arg-type] # The queue holds plans of every receipt type.
         return future
 
     def _loop(self) -> None:
@@ -152,7 +174,7 @@ class GroupCommitWriter:
                     if not future.done():
                         future.set_exception(error)
 
-    def _commit(self, batch: list[tuple[Plan, Future[Receipt]]]) -> None:
+    def _commit(self, batch: list[tuple[Plan[Any], Future[Receipt]]]) -> None:
         # A caller that stopped waiting (its request answered 503 meanwhile) has its command dropped; the
         # others can no longer be cancelled from here on.
         batch = [(plan, future) for plan, future in batch if future.set_running_or_notify_cancel()]
@@ -181,7 +203,9 @@ class GroupCommitWriter:
             self._after_lost_connection(batch, attempt.fault)
             return
 
-    def _attempt(self, batch: list[tuple[Plan, Future[Receipt]]], *, fresh: bool) -> _Committed | _Conflicted | _Lost:
+    def _attempt(
+        self, batch: list[tuple[Plan[Any], Future[Receipt]]], *, fresh: bool
+    ) -> _Committed | _Conflicted | _Lost:
         held: dict[int, threading.Lock] = {}
         working: dict[UUID, Any] = {}
         try:
@@ -206,7 +230,9 @@ class GroupCommitWriter:
                 lock.release()
         return _Committed(decided, recordings)
 
-    def _after_lost_connection(self, batch: list[tuple[Plan, Future[Receipt]]], fault: StoreUnavailableError) -> None:
+    def _after_lost_connection(
+        self, batch: list[tuple[Plan[Any], Future[Receipt]]], fault: StoreUnavailableError
+    ) -> None:
         """Answer a batch whose connection was lost twice, or lost while committing.
 
         When the commit's outcome is unknown, no caller may be told it succeeded or was refused: each
@@ -225,13 +251,13 @@ class GroupCommitWriter:
 
     def _decide_all(
         self,
-        batch: list[tuple[Plan, Future[Receipt]]],
+        batch: list[tuple[Plan[Any], Future[Receipt]]],
         working: dict[UUID, Any],
         held: dict[int, threading.Lock],
         *,
         fresh: bool,
     ) -> tuple[list[_Decided], list[Any]]:
-        markers: dict[UUID, tuple[Plan, Receipt]] = {}
+        markers: dict[UUID, tuple[Plan[Any], Receipt]] = {}
         for plan, _ in batch:
             if id(plan.lock) not in held:
                 # Other paths of this process (a webhook, the sweeper) take the same account locks.
@@ -283,7 +309,7 @@ class GroupCommitWriter:
             with contextlib.suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
 
-    def _load(self, plan: Plan, working: dict[UUID, Any], *, fresh: bool) -> tuple[Any, bool]:
+    def _load(self, plan: Plan[Any], working: dict[UUID, Any], *, fresh: bool) -> tuple[Any, bool]:
         """The aggregate a plan works on, and whether it is shared (the batch's, or the cache's own)."""
         aggregate = working.get(plan.aggregate_id)
         if aggregate is not None:
@@ -301,10 +327,10 @@ class GroupCommitWriter:
 
     def _decide(
         self,
-        plan: Plan,
+        plan: Plan[Any],
         future: Future[Receipt],
         working: dict[UUID, Any],
-        markers: dict[UUID, tuple[Plan, Receipt]],
+        markers: dict[UUID, tuple[Plan[Any], Receipt]],
         *,
         fresh: bool,
     ) -> _Decided:

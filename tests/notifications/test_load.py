@@ -57,7 +57,6 @@ def test_given_a_thousand_crossings_when_notified_live_then_each_is_created_and_
         started = time.monotonic()
         grants = [
             pg_ledger.submit(
-                pg_ledger.grant_credits,
                 GrantCredits(user_id=user, amount_millicredits=250_000, source="promotional"),
                 idempotency=None,
                 now=now(),
@@ -67,9 +66,7 @@ def test_given_a_thousand_crossings_when_notified_live_then_each_is_created_and_
         for future in grants:
             future.result(timeout=60)
         debits = [
-            pg_ledger.submit(
-                pg_ledger.debit_usage, DebitUsage(user_id=user, tokens=DEBIT_TOKENS), idempotency=None, now=now()
-            )
+            pg_ledger.submit(DebitUsage(user_id=user, tokens=DEBIT_TOKENS), idempotency=None, now=now())
             for user in users
         ]
         for future in debits:

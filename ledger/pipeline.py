@@ -1,0 +1,319 @@
+"""The write pipeline: every account command goes load, decide in memory, save with its marker.
+
+A command is planned (``Plan``: its account, its lock, how to load it and how to decide), then run: by the
+group-commit writer when it is on (the only path under load), else in a transaction of its own. Conflicts
+are resolved by the database. An ``IntegrityError`` on save means either the marker exists (a duplicate
+request: replay its receipt, or refuse a different body) or another process changed the aggregate first
+(load and decide again). Within one process, commands on the same account take a lock first, so they do
+not conflict with each other at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from ledger.account import CreditAccount
+from ledger.commands import (
+    AdjustCredits,
+    Command,
+    DebitUsage,
+    GrantCredits,
+    IdempotencyKey,
+    Origin,
+    ReserveCredits,
+)
+from ledger.config import (
+    BillingConfig,
+    BillingSettings,
+)
+from ledger.errors import (
+    ConcurrencyError,
+    IdempotencyConflictError,
+    LedgerError,
+)
+from ledger.group_commit import GroupCommitWriter, Plan
+from ledger.idempotency import IdempotencyRecord
+from ledger.ids import BILLING_CONFIG_ID, account_id, request_id
+from ledger.receipts import (
+    AdjustmentReceipt,
+    DebitReceipt,
+    GrantReceipt,
+    InitializeReceipt,
+    PackageReceipt,
+    PaymentReceipt,
+    Receipt,
+    ReleaseReceipt,
+    ReservationReceipt,
+    RevocationReceipt,
+    SettingsReceipt,
+    SettlementReceipt,
+)
+from ledger.store import LedgerStore
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Receipt)
+A = TypeVar("A", bound=Aggregate)
+Decision = Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]]
+Planner = Callable[[Any, IdempotencyKey | None, datetime, Origin | None], Plan[Any]]
+
+# Another process changing the same account is rare; a few quick retries resolve it.
+MAX_ATTEMPTS = 25
+# Settings are read from their own aggregate at most this often; a change made here applies at once.
+SETTINGS_MAX_AGE_SECONDS = 1.0
+LOCK_STRIPES = 1024
+
+
+class Pipeline(LedgerStore):
+    """Plans and runs the commands of every aggregate: the one write pipeline."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._account_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._settings: BillingSettings | None = None
+        self._settings_read_at = 0.0
+        self._settings_lock = threading.Lock()
+        # The configuration and the catalogue are one aggregate each: their changes take turns.
+        self._singleton_lock = threading.Lock()
+        self._writer: GroupCommitWriter | None = None
+        # The account commands a caller on an event loop may submit (``submit``), by type: each reads nothing
+        # before deciding, so planning it does no I/O. The application fills it.
+        self._planners: dict[type[Command], Planner] = {}
+
+    def billing_settings(self) -> BillingSettings:
+        with self._settings_lock:
+            if self._settings is None or time.monotonic() - self._settings_read_at > SETTINGS_MAX_AGE_SECONDS:
+                try:
+                    config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
+                    self._settings = config.settings
+                except AggregateNotFoundError:
+                    self._settings = BillingSettings()
+                self._settings_read_at = time.monotonic()
+            return self._settings
+
+    # The shared path of every account command.
+
+    def _run(
+        self,
+        command: Command,
+        operation: str,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        decide: Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]],
+        companions: list[Any] | None = None,
+    ) -> R:
+        return self._run_plan(self._plan(command, operation, idempotency, now, decide, companions))
+
+    def _plan(
+        self,
+        command: Command,
+        operation: str,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        decide: Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]],
+        companions: list[Any] | None = None,
+    ) -> Plan[R]:
+        """An account command, ready for the pipeline; ``companions`` are aggregates ``decide`` creates to be
+        saved with it."""
+        user_id: str = command.user_id  # type: ignore[attr-defined]
+        return Plan(
+            aggregate_id=account_id(user_id),
+            lock=self._account_lock(user_id),
+            load=lambda: self._load_account(user_id, now) or CreditAccount.open(user_id, now),
+            decide=lambda account, marker: decide(account, self.billing_settings(), marker),
+            command=command,
+            operation=operation,
+            idempotency=idempotency,
+            now=now,
+            what=f"account {user_id}",
+            companions=companions if companions is not None else [],
+        )
+
+    def _run_plan(self, plan: Plan[R]) -> R:
+        """With group commit on, the command joins the writer's next batch and this thread waits for the
+        batch's transaction; otherwise it runs here, in a transaction of its own."""
+        if self._writer is not None and not self._writer.in_writer:
+            return self._writer.submit(plan).result()
+        return self.execute_plan(plan)
+
+    def submittable(self, command: object) -> bool:
+        """Whether ``submit`` takes this command: an account command that reads nothing before deciding."""
+        return type(command) in self._planners
+
+    def submit(
+        self,
+        command: DebitUsage | ReserveCredits | GrantCredits | AdjustCredits,
+        *,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        origin: Origin | None = None,
+    ) -> Future[Receipt]:
+        """Hand an account command to the group-commit writer without waiting for it.
+
+        For callers on an event loop: the future resolves when the command's batch has committed (or with
+        its refusal). Without the writer, the command runs here and now.
+        """
+        plan = self._planners[type(command)](command, idempotency, now, origin)
+        if self._writer is not None:
+            return self._writer.submit(plan)
+        done: Future[Receipt] = Future()
+        try:
+            done.set_result(self.execute_plan(plan))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future.
+            done.set_exception(error)
+        return done
+
+    def execute_plan(self, plan: Plan[R]) -> R:
+        """Run one planned account command in a transaction of its own."""
+        return self._execute(
+            lock=plan.lock,
+            load=plan.load,
+            decide=plan.decide,
+            command=plan.command,
+            operation=plan.operation,
+            idempotency=plan.idempotency,
+            now=plan.now,
+            what=plan.what,
+            companions=plan.companions,
+        )
+
+    @property
+    def group_commit(self) -> bool:
+        """True when account commands go through the group-commit writer."""
+        return self._writer is not None
+
+    def enable_group_commit(self, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
+        """Commit account commands that arrive together in one transaction (see ``ledger.group_commit``)."""
+        if self._writer is None:
+            self._writer = GroupCommitWriter(self, max_batch=max_batch, max_wait_seconds=max_wait_seconds).start()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        super().close()
+
+    def _execute(
+        self,
+        *,
+        lock: threading.Lock,
+        load: Callable[[], A],
+        decide: Callable[[A, UUID | None], Callable[[int], R]],
+        command: Command,
+        operation: str,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        what: str,
+        saved: Callable[[A], None] | None = None,
+        companions: list[Any] | None = None,
+    ) -> R:
+        """Load, decide in memory, then save the aggregate and the request's marker in one transaction."""
+        fingerprint = command.fingerprint() if idempotency else ""
+        marker_id = request_id(idempotency.principal, operation, idempotency.key) if idempotency else None
+        with lock:
+            for _ in range(MAX_ATTEMPTS):
+                aggregate = load()
+                if companions is not None:
+                    companions.clear()
+                try:
+                    make_receipt = decide(aggregate, marker_id)
+                except LedgerError:
+                    # A retried request must get its first answer even if the aggregate has moved on since.
+                    replay = self.replay(marker_id, idempotency, fingerprint, operation)
+                    if replay is not None:
+                        return replay  # type: ignore[return-value]
+                    raise
+                receipt = make_receipt(0)
+                to_save: list[Any] = [aggregate, *(companions or ())]
+                if idempotency is not None:
+                    to_save.append(
+                        IdempotencyRecord.record(
+                            principal=idempotency.principal,
+                            operation=operation,
+                            key=idempotency.key,
+                            fingerprint=fingerprint,
+                            receipt_type=type(receipt).__name__,
+                            receipt=msgspec.to_builtins(receipt),
+                            now=now,
+                        )
+                    )
+                try:
+                    recordings = self.save(*to_save)
+                except IntegrityError:
+                    replay = self.replay(marker_id, idempotency, fingerprint, operation)
+                    if replay is not None:
+                        return replay  # type: ignore[return-value]
+                    _pause()
+                    continue
+                if saved is not None:
+                    saved(aggregate)
+                return msgspec.structs.replace(receipt, position=_position(recordings, self))
+        raise ConcurrencyError(f"{what} kept changing")
+
+    def replay(
+        self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
+    ) -> Receipt | None:
+        """The first receipt of a request already committed, or None; a different request is a conflict."""
+        if marker_id is None or idempotency is None:
+            return None
+        try:
+            marker: IdempotencyRecord = self.repository.get(marker_id)
+        except AggregateNotFoundError:
+            return None
+        if marker.fingerprint != fingerprint or marker.operation != operation:
+            raise IdempotencyConflictError(idempotency.key)
+        receipt_type = RECEIPT_TYPES[marker.receipt_type]
+        # The original position is at most the log's head now, which is enough to read one's own write.
+        position = self.recorder.max_notification_id() or 0
+        return msgspec.convert({**marker.receipt, "position": position, "replayed": True}, receipt_type)
+
+    def _account_lock(self, user_id: str) -> threading.Lock:
+        return self._account_locks[hash(user_id) % LOCK_STRIPES]
+
+
+RECEIPT_TYPES: dict[str, type[Receipt]] = {
+    cls.__name__: cls
+    for cls in (
+        InitializeReceipt,
+        GrantReceipt,
+        DebitReceipt,
+        ReservationReceipt,
+        SettlementReceipt,
+        ReleaseReceipt,
+        AdjustmentReceipt,
+        RevocationReceipt,
+        SettingsReceipt,
+        PackageReceipt,
+        PaymentReceipt,
+    )
+}
+
+
+def _who(origin: Origin | None) -> dict[str, str | None]:
+    """The audit fields an audited change's events carry."""
+    if origin is None:
+        return {}
+    return {"actor_role": origin.actor_role, "request_id": origin.request_id}
+
+
+def _position(recordings: list[Any], app: Application) -> int:  # type: ignore[type-arg]
+    positions = [r.notification.id for r in recordings if r.notification is not None]
+    return max(positions) if positions else (app.recorder.max_notification_id() or 0)
+
+
+def _pause() -> None:
+    """A short random wait before retrying a conflict, so racing processes do not collide again."""
+    time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter, not security
