@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import socket
 import time
 from array import array
@@ -116,6 +117,10 @@ class Script:
     def next(self, status: int, body: bytes, sent_ns: int, done_ns: int) -> bytes | None:
         raise NotImplementedError
 
+    def delay_s(self) -> float:
+        """How long to wait before sending the next request (0: at once, a closed loop)."""
+        return 0.0
+
 
 class Repeat(Script):
     """Send ``make()`` again and again until the window closes; ``expect`` is the successful status."""
@@ -133,6 +138,27 @@ class Repeat(Script):
         if self.stats.window.over(done_ns):
             return None
         return self.make()
+
+
+class Paced(Repeat):
+    """``Repeat`` at a given rate per connection: each request is due at random (exponential) intervals, so
+    that connections do not move in lockstep; one that is late (its previous answer came after its due
+    time) is sent at once. Many connections together approach a Poisson arrival at the summed rate."""
+
+    def __init__(
+        self, stats: Stats, make: Callable[[], bytes], expect: int | tuple[int, ...], *, rate_per_s: float
+    ) -> None:
+        super().__init__(stats, make, expect)
+        self.rate_per_s = rate_per_s
+        self.due_s = time.perf_counter() + random.expovariate(rate_per_s)
+
+    def first(self) -> bytes | None:
+        return self.make()
+
+    def delay_s(self) -> float:
+        now = time.perf_counter()
+        self.due_s = max(self.due_s, now - 1.0) + random.expovariate(self.rate_per_s)
+        return max(0.0, self.due_s - now)
 
 
 class Sequence(Script):
@@ -226,9 +252,17 @@ class Connection(asyncio.Protocol):
                 self.stats.connection_errors += 1
                 self._send(None)
                 return
+            delay = self.script.delay_s() if request is not None else 0.0
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self._send_if_open, request)
+                return
             self._send(request)
             if request is None:
                 return
+
+    def _send_if_open(self, request: bytes | None) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(request)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss counts alike
         if self.in_flight and not self.stats.closing:

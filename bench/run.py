@@ -35,7 +35,7 @@ import psycopg
 
 from bench import chain_cost, dashboard, lots_cost, procs, profile
 from bench.history import build_long_and_fresh, bulk_open, copy_open
-from bench.loadgen import Latencies, LoadResult, Repeat, Script, Sequence, Stats, run_load
+from bench.loadgen import Latencies, LoadResult, Paced, Repeat, Script, Sequence, Stats, run_load
 from bench.report import legend, table, write_json
 from gateway.cli import mint_token
 
@@ -49,7 +49,13 @@ RATE_LIMIT = "100000000"
 TIME_BUDGET_S = 570.0
 VERIFY_RESERVE_S = 90.0
 # The table's order; 2 (pgbench) runs first and 0 (funding) is setup, shown last.
-ORDER = ("1", "2", "3", "4", "5", "6", "7l", "7f", "8", "0")
+ORDER = ("1", "2", "3", "3p", "3h", "3s", "4", "5", "6", "7l", "7f", "8", "0")
+# Issue 16's paced row: debits at about this rate, over the same connections, each waiting a random interval.
+PACED_RATE_PER_S = 1_000
+# The single-connection row: sequential debits on an otherwise idle server.
+SINGLE_CONNECTION_SECONDS = 10.0
+# Groups of processes whose CPU a debit costs (bench.procs's names) and how the table heads them.
+CPU_GROUPS = {"server": "server", "postgres": "PostgreSQL", "projector": "projector", "loadgen": "load generator"}
 
 
 def log(message: str) -> None:
@@ -542,7 +548,8 @@ class Bench:
         def debit() -> bytes:
             return requests.debit(random.choice(users), random.randint(1, 1_000))
 
-        self.timed("3", f"debits, {len(users):,} accounts", lambda s: Repeat(s, debit, 201), writes=True)
+        top = self.timed("3", f"debits, {len(users):,} accounts", lambda s: Repeat(s, debit, 201), writes=True)
+        self.paced_debits(debit, top["rate_per_s"])
         hot = users[0]
 
         def hot_debit() -> bytes:
@@ -560,6 +567,26 @@ class Bench:
             return random.choice(balance_requests)
 
         self.timed("6", "balance reads (user tokens)", lambda s: Repeat(s, balance, 200), writes=False)
+
+    def paced_debits(self, debit: Callable[[], bytes], top_rate: float) -> None:
+        """Scenario 3's debits paced below the maximum: at about 1,000/s (3p) and at half of scenario 3's rate
+        (3h), each connection waiting a random interval between requests; then one connection alone (3s)."""
+        connections = self.args.connections
+        for scenario_id, rate in (("3p", PACED_RATE_PER_S), ("3h", top_rate / 2)):
+            per_connection = max(rate, 1.0) / connections
+            self.timed(
+                scenario_id,
+                f"debits paced at {rate:,.0f}/s",
+                lambda s, per_connection=per_connection: Paced(s, debit, 201, rate_per_s=per_connection),
+                writes=True,
+                target_rate_per_s=round(rate, 1),
+            )
+        catch_up = self.wait_for_projection(30)
+        log(f"scenario 3s: debits on one connection, idle server ({SINGLE_CONNECTION_SECONDS:g} s)")
+        result = self.load(
+            lambda s: Repeat(s, debit, 201), warmup_s=1.0, duration_s=SINGLE_CONNECTION_SECONDS, connections=1
+        )
+        self.record("3s", "debits, one connection (idle server)", result, catch_up_before=catch_up)
 
     def scenario_history(self) -> None:
         log("scenario 7: sequential debits, long history vs fresh account")
@@ -773,6 +800,7 @@ class Bench:
         lines.append(f"ratio 3/1 (debits / HTTP no-op):  {_show(ratios['debits_to_http_noop'])}")
         lines.append(f"ratio 3/2 (debits / raw pgbench): {_show(ratios['debits_to_pgbench'])}")
         by_id = {s["id"]: s for s in self.scenarios}
+        lines.extend(cpu_per_debit_lines(by_id))
         if "5" in by_id:
             steps = by_id["5"].get("steps", {})
             lines.append(
@@ -849,6 +877,29 @@ class _Drain(Repeat):
     def next(self, status: int, body: bytes, sent_ns: int, done_ns: int) -> bytes | None:
         self.stats.record(ok=status in self.expect, status=status, sent_ns=sent_ns, done_ns=done_ns, body=body)
         return self.make()
+
+
+def cpu_per_debit(record: dict[str, Any]) -> dict[str, float] | None:
+    """Milliseconds of CPU per successful request in one row, by group of processes, and in all."""
+    cpu, ok = record.get("cpu") or {}, record.get("ok") or 0
+    if not cpu or not ok:
+        return None
+    per = {name: round(10 * cpu.get(name, 0.0) * record["seconds"] / ok, 3) for name in CPU_GROUPS}
+    per["all"] = round(10 * cpu.get("machine_busy", 0.0) * record["seconds"] / ok, 3)
+    return per
+
+
+def cpu_per_debit_lines(by_id: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for scenario_id in ("3", "3p", "3h", "3s"):
+        record = by_id.get(scenario_id)
+        per = cpu_per_debit(record) if record else None
+        if record is None or per is None:
+            continue
+        record["cpu_ms_per_request"] = per
+        parts = ", ".join(f"{label} {per[name]}" for name, label in CPU_GROUPS.items())
+        lines.append(f"{scenario_id}: CPU per debit, ms: {parts}; whole machine {per['all']}")
+    return lines
 
 
 def _profile_lines(scenarios: list[dict[str, Any]]) -> list[str]:
