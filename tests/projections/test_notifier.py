@@ -154,6 +154,31 @@ def test_unusual_consumption_against_the_users_own_week(pg_ledger: Ledger, clean
     ]
 
 
+def test_usage_reported_late_counts_in_the_week_it_happened_even_within_one_batch(
+    pg_ledger: Ledger, clean_database: str
+) -> None:
+    limits = {"hourly_token_limit": 10**9, "daily_token_limit": 10**9}
+    changes = {"unusual_consumption_factor": 5, "unusual_consumption_min_tokens": 10_000, **limits}
+    pg_ledger.change_billing_settings(ChangeBillingSettings(changes=changes, changed_by="ops"), now=T0)
+    start = T0 + timedelta(days=1)
+    grant(pg_ledger, "ivo", 10**12, at=start)
+    for hour in range(2, 7 * 24 + 2):  # A steady week: 1,000 tokens an hour.
+        debit(pg_ledger, "ivo", 1_000, at=start + timedelta(hours=hour))
+    now = start + timedelta(hours=7 * 24 + 3, minutes=30)
+    debit(pg_ledger, "ivo", 9_000, at=now)  # Under the minimum: the week is summed here.
+    # Usage of every hour of that week, reported now (each, in its own hour, under the minimum): the week's
+    # average becomes 6,000 tokens an hour.
+    for hour in range(2, 7 * 24 + 2):
+        pg_ledger.debit_usage(
+            DebitUsage(user_id="ivo", tokens=5_000, occurred_at=start + timedelta(hours=hour, minutes=59)),
+            idempotency=None,
+            now=now + timedelta(minutes=1),
+        )
+    debit(pg_ledger, "ivo", 20_000, at=now + timedelta(minutes=2))  # 29,000: under 5 times 6,000.
+    # All of it in one batch: the week summed before the late usage arrived must count it.
+    assert [kind for kind, _, _ in notify(clean_database) if kind == "alert.unusual_consumption"] == []
+
+
 def test_sales_pause_and_resume_are_states_each_told_once(pg_ledger: Ledger, clean_database: str) -> None:
     settings = pg_ledger.billing_settings()
     limit_millicredits = settings.api_monthly_limit_tokens * 1_000 // settings.tokens_per_credit
