@@ -140,7 +140,10 @@ def test_given_a_hanging_receiver_when_notifications_go_out_then_it_times_out_an
     wait_until(lambda: len(receiver.on("/hooks/ok")) == len(users), what="the healthy endpoint's six webhooks")
     healthy_seconds = time.monotonic() - started
     assert not receiver.released.is_set()  # No request to the hanging endpoint has been answered.
-    assert receiver.refused("/hooks/hang")  # ... and yet it was tried.
+    # ... and yet it was tried: its requests go out beside the healthy ones, though on a loaded machine one
+    # may reach the receiver a moment after the healthy six were answered.
+    wait_until(lambda: bool(receiver.refused("/hooks/hang")), timeout=5, what="a request to the hanging endpoint")
+    assert not receiver.released.is_set()
     assert {request.payload["data"]["user_id"] for request in receiver.on("/hooks/ok")} == set(users)
 
     def timed_out() -> list[tuple[object, ...]]:
