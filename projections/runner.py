@@ -29,6 +29,7 @@ import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 
 from ledger.mapper import MsgspecMapper
+from projections.listening import Listener
 from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
 
 log = logging.getLogger(__name__)
@@ -178,14 +179,13 @@ class ProjectionRunner:
             if stop.is_set():
                 return
             conn.execute("SET synchronous_commit = off")
-            conn.execute("LISTEN ledger_events")
+            listener = Listener(conn)
             self.active = True
             log.info("projection %s active", self.projection.name)
             while not stop.is_set():
                 # Notifications of commits made before this batch reads are of no use: they are dropped
                 # first, so that one of a commit made after the read still wakes the wait below.
-                for _ in conn.notifies(timeout=0):
-                    pass
+                listener.forget()
                 started = time.monotonic()
                 count = self.run_batch(conn)
                 backoff.reset()
@@ -198,8 +198,7 @@ class ProjectionRunner:
                 # batch (a look that finds nothing cost each runner a transaction per commit). While commits
                 # keep coming, a few more join it: a batch's fixed cost (its statements) was most of the
                 # projection process's CPU when each batch carried one event.
-                for _ in conn.notifies(timeout=IDLE_WAIT_SECONDS, stop_after=1):
-                    pass
+                listener.wait(IDLE_WAIT_SECONDS)
                 if count:
                     stop.wait(GATHER_SECONDS)
 

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 import psycopg
 
 from ledger.config import BillingSettings, judge_sales
+from projections.listening import Listener
 from projections.notices import Notice, NotificationType
 from projections.outbox import Outbox
 from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
@@ -112,16 +113,14 @@ class SystemWatch:
                 backoff.reset()
                 stop.wait(STANDBY_POLL_SECONDS)
             self.active = not stop.is_set()
-            conn.execute("LISTEN ledger_events")
+            listener = Listener(conn)
             while not stop.is_set():
+                listener.forget()
                 self.check(conn)
                 backoff.reset()
-                for _ in conn.notifies(timeout=POLL_SECONDS, stop_after=1):
-                    pass
+                listener.wait(POLL_SECONDS)
                 # Under load the log never goes quiet: looking a few times a second is enough.
                 stop.wait(MIN_INTERVAL_SECONDS)
-                for _ in conn.notifies(timeout=0):
-                    pass
 
     def check(self, conn: psycopg.Connection[Any]) -> None:
         """One look at the figures and the failure window."""
