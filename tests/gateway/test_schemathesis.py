@@ -191,6 +191,8 @@ def identity(operation: Any) -> str:
 
 
 def as_documented(_: Any, case: Case) -> Case:
+    if isinstance(case.path_parameters, MutableMapping):
+        _percent_signs_as_written(case.path_parameters)
     if isinstance(case.headers, MutableMapping):
         _position_already_reached(case.headers)
     if isinstance(case.query, MutableMapping) and case.operation.definition.raw.get("operationId") == "GetUsage":
@@ -208,6 +210,15 @@ def as_documented(_: Any, case: Case) -> Case:
         _token_total_within_bounds(case.body)
         _hourly_limit_within_daily(case.body)
     return case
+
+
+def _percent_signs_as_written(parameters: MutableMapping[str, Any]) -> None:
+    # A value the stateful run takes from an answer (a user id a debit created, say) may hold "%": put into the
+    # path as it is, the server decodes "%c0" as a byte, not as the three characters the id has (two runs read
+    # an id ending "~%.." back as "~\ufffd" and got 422). Written as %25, the server reads the value itself.
+    for key, value in list(parameters.items()):
+        if isinstance(value, str) and "%" in value:
+            parameters[key] = value.replace("%", "%25")
 
 
 def _url_on_a_public_host(body: dict[str, Any]) -> None:
