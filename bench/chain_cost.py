@@ -330,21 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     mine, rest = own.parse_known_args(argv)
     bench = Bench(parse(rest))
     bench.args.out = bench.args.out.with_name("chain_cost.json")
-    try:
-        bench.setup()
-        prepare(bench)
-        bench.start_services()
-        bench.mint()
-        bench.configure_and_fund()
-        run(bench, window_s=bench.args.duration, warmup_s=bench.args.warmup, rounds=mine.rounds)
-        bench.verify()
-    except BaseException as error:  # noqa: BLE001 - report whatever stopped the run, then clean up.
-        bench.result["failures"].append(f"run stopped: {type(error).__name__}: {error}")
-    finally:
-        bench.stop_services()
-    bench.result["total_seconds"] = round(time.monotonic() - bench.started, 1)
-    bench.finish()
-    return 1 if bench.result["failures"] else 0
+    return bench.run_alone(
+        lambda: run(bench, window_s=bench.args.duration, warmup_s=bench.args.warmup, rounds=mine.rounds),
+        before_services=lambda: prepare(bench),
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from bench.history import bulk_open
@@ -121,20 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = Bench(parse(argv))
     bench.args.out = bench.args.out.with_name("lots_cost.json")
-    try:
-        bench.setup()
-        bench.start_services()
-        bench.mint()
-        bench.configure_and_fund()
-        run(bench, window_s=bench.args.duration, warmup_s=bench.args.warmup)
-        bench.verify()
-    except BaseException as error:  # noqa: BLE001 - report whatever stopped the run, then clean up.
-        bench.result["failures"].append(f"run stopped: {type(error).__name__}: {error}")
-    finally:
-        bench.stop_services()
-    bench.result["total_seconds"] = round(time.monotonic() - bench.started, 1)
-    bench.finish()
-    return 1 if bench.result["failures"] else 0
+    return bench.run_alone(lambda: run(bench, window_s=bench.args.duration, warmup_s=bench.args.warmup))
 
 
 if __name__ == "__main__":

@@ -767,6 +767,25 @@ class Bench:
         self.finish()
         return 1 if self.result["failures"] else 0
 
+    def run_alone(self, scenario: Callable[[], Any], *, before_services: Callable[[], Any] | None = None) -> int:
+        """One scenario on its own: reset, migrate, seed, fund, the scenario, ``ledger verify``, the table."""
+        try:
+            self.setup()
+            if before_services is not None:
+                before_services()
+            self.start_services()
+            self.mint()
+            self.configure_and_fund()
+            scenario()
+            self.verify()
+        except BaseException as error:  # noqa: BLE001 - report whatever stopped the run, then clean up.
+            self.result["failures"].append(f"run stopped: {type(error).__name__}: {error}")
+        finally:
+            self.stop_services()
+        self.result["total_seconds"] = round(time.monotonic() - self.started, 1)
+        self.finish()
+        return 1 if self.result["failures"] else 0
+
     def finish(self) -> None:
         self.scenarios.sort(key=lambda s: ORDER.index(s["id"]) if s["id"] in ORDER else len(ORDER))
         by_id = {s["id"]: s for s in self.scenarios}
