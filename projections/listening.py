@@ -1,11 +1,9 @@
-"""Waiting for the log's notification (``LISTEN ledger_events``) with a bound that always holds.
+"""Waiting for the log's notification (``LISTEN ledger_events``) with a bound the kernel keeps.
 
-``Connection.notifies(timeout=...)`` was seen, under load, to keep a thread past its timeout until a signal
-woke it: every runner of a ``ledger project`` stayed put for over a minute while the log grew (the fault
-tests caught it; SIGUSR1 released them). This waits with ``select`` on the connection's socket, whose
-timeout the kernel keeps, and reads the notifications through the libpq connection (``Connection.pgconn``,
-psycopg's documented low-level access). A notification that arrives while a query runs is seen by the
-connection's notify handler, so no wake-up is lost between a batch's read and the next wait.
+The wait is ``select`` on the connection's socket, and the notifications are read through the libpq
+connection (``Connection.pgconn``, psycopg's documented low-level access). A notification that arrives while
+a query runs is seen by the connection's notify handler, so no wake-up is lost between a batch's read and
+the next wait.
 """
 
 from __future__ import annotations
