@@ -60,23 +60,29 @@ def views_caught_up(
     ``timeout``), the positions last seen, and the last event's position.
 
     Every projection the service has must have a position: one that never ran has no row, and is not
-    caught up. Waiting ends early once ``hopeless()`` (no projector left running, say)."""
+    caught up. Waiting ends early once ``hopeless()`` (no projector left running, say).
+
+    The answer is the look that found the views caught up, not a second one: the service itself writes
+    events a moment after others (the system watch reacts to a grant with a sales alert), and a second
+    look could land between such a write and the views applying it."""
     names = {projection.name for projection in all_projections()}
     seen: dict[str, int] = {}
     last_event = 0
+    reached = False
 
     def caught_up() -> bool:
-        nonlocal seen, last_event
+        nonlocal seen, last_event, reached
         try:
             with psycopg.connect(database_url, connect_timeout=2) as conn:
                 last_event = conn.execute("SELECT coalesce(max(notification_id), 0) FROM ledger_events").fetchone()[0]  # type: ignore[index]
                 seen = dict(conn.execute("SELECT name, position FROM projection_positions").fetchall())
         except psycopg.Error:
             return False
-        return names <= seen.keys() and all(position >= last_event for position in seen.values())
+        reached = names <= seen.keys() and all(position >= last_event for position in seen.values())
+        return reached
 
     waited = wait_until(lambda: caught_up() or hopeless(), timeout, interval=0.5)
-    return (waited if waited is not None and caught_up() else None), seen, last_event
+    return (waited if reached else None), seen, last_event
 
 
 @dataclass(frozen=True, slots=True)
