@@ -15,13 +15,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-from eventsourcing.persistence import IntegrityError
 
 from ledger.account import CreditAccount
 from ledger.as_of import AccountAsOf, AccountHistory, Statement
 from ledger.commands import (
     AdjustCredits,
     DebitUsage,
+    ExpireDue,
     GrantCredits,
     IdempotencyKey,
     InitializeAccount,
@@ -31,22 +31,22 @@ from ledger.commands import (
     RevokeCredits,
     SettleReservation,
 )
+from ledger.commit import Plan
 from ledger.config import (
     BillingSettings,
 )
 from ledger.errors import (
-    ConcurrencyError,
     InvalidCommandError,
 )
-from ledger.group_commit import Plan
 from ledger.ids import derived_id
 from ledger.lots import LotKind, lot_view
-from ledger.pipeline import MAX_ATTEMPTS, _pause, _who
+from ledger.pipeline import _who
 from ledger.purchases import PurchaseUseCases
 from ledger.receipts import (
     AdjustmentReceipt,
     Balance,
     DebitReceipt,
+    ExpiryReceipt,
     GrantReceipt,
     InitializeReceipt,
     ReleaseReceipt,
@@ -336,21 +336,14 @@ class Ledger(PurchaseUseCases):
 
     def expire_due(self, user_id: str, *, now: datetime) -> int:
         """Write the expiry of every hold and lot past its time (the sweeper's command). Returns how many."""
-        with self._account_lock(user_id):
-            for _ in range(MAX_ATTEMPTS):
-                account = self._load_account(user_id, now)
-                if account is None:
-                    return 0
-                expired = account.expire_due(now)
-                if not expired:
-                    return 0
-                try:
-                    self.save(account)
-                except IntegrityError:
-                    _pause()
-                    continue
-                return expired
-        raise ConcurrencyError(f"account {user_id} kept changing")
+        if self.get_account(user_id) is None:
+            return 0  # Nothing to expire, and no account to open for it.
+
+        def decide(account: CreditAccount, _: BillingSettings, __: UUID | None) -> Callable[[int], ExpiryReceipt]:
+            expired = account.expire_due(now)
+            return lambda position: ExpiryReceipt(position=position, expired=expired)
+
+        return self._run(ExpireDue(user_id=user_id), "expire", None, now, decide).expired
 
     def get_balance(self, user_id: str, *, now: datetime) -> Balance:
         """The balance straight from the account's events (the views serve the same from tables)."""

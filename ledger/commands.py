@@ -118,6 +118,32 @@ class ChangePackage(Command, frozen=True, kw_only=True):
     changed_by: str
 
 
+# The ledger's own commands: no caller sends them with a key; each states a fact of time or of the views.
+
+
+class ExpireDue(Command, frozen=True, kw_only=True):
+    """Record the expiry of every hold and lot of the account past its time (the sweeper's command)."""
+
+    user_id: str
+
+
+class EvaluateSales(Command, frozen=True, kw_only=True):
+    """Record whether sales are paused and the API-usage alert raised, for these figures of the read side."""
+
+    circulation_millicredits: int
+    smallest_package_credits: int
+
+
+class SeedDefaults(Command, frozen=True, kw_only=True):
+    """Create the default billing configuration and packages unless they exist."""
+
+
+class StartCheckout(Command, frozen=True, kw_only=True):
+    """Record a Checkout Session just created for a purchase."""
+
+    session_id: str
+
+
 class IdempotencyKey(msgspec.Struct, frozen=True):
     """Who asked, and the key they chose. Keys are scoped to the principal and the operation."""
 

@@ -1,17 +1,15 @@
-"""The write pipeline: every account command goes load, decide in memory, save with its marker.
+"""The write pipeline: every command is planned, then decided and saved with its marker (``ledger.commit``).
 
-A command is planned (``Plan``: its account, its lock, how to load it and how to decide), then run: by the
-group-commit writer when it is on (the only path under load), else in a transaction of its own. Conflicts
-are resolved by the database. An ``IntegrityError`` on save means either the marker exists (a duplicate
-request: replay its receipt, or refuse a different body) or another process changed the aggregate first
-(load and decide again). Within one process, commands on the same account take a lock first, so they do
-not conflict with each other at all.
+A command is planned (``Plan``: its aggregate, its lock, how to load it and how to decide), then run: by
+the group-commit writer when it is on (``serve``), else as a batch of one on the caller's thread. Either
+way it goes through the same decide-and-save (``Committer``); conflicts are resolved by the database.
+Within one process, commands on the same account take a lock first, so they do not conflict with each
+other at all.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +19,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import AggregateNotFoundError
 
 from ledger.account import CreditAccount
 from ledger.commands import (
@@ -35,18 +31,15 @@ from ledger.commands import (
     Origin,
     ReserveCredits,
 )
+from ledger.commit import Committer, Plan
 from ledger.config import (
     BillingConfig,
     BillingSettings,
 )
-from ledger.errors import (
-    ConcurrencyError,
-    IdempotencyConflictError,
-    LedgerError,
-)
-from ledger.group_commit import GroupCommitWriter, Plan
+from ledger.errors import IdempotencyConflictError
+from ledger.group_commit import GroupCommitWriter
 from ledger.idempotency import IdempotencyRecord
-from ledger.ids import BILLING_CONFIG_ID, account_id, request_id
+from ledger.ids import BILLING_CONFIG_ID, account_id
 from ledger.receipts import (
     AdjustmentReceipt,
     DebitReceipt,
@@ -66,12 +59,9 @@ from ledger.store import LedgerStore
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Receipt)
-A = TypeVar("A", bound=Aggregate)
 Decision = Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]]
 Planner = Callable[[Any, IdempotencyKey | None, datetime, Origin | None], Plan[Any]]
 
-# Another process changing the same account is rare; a few quick retries resolve it.
-MAX_ATTEMPTS = 25
 # Settings are read from their own aggregate at most this often; a change made here applies at once.
 SETTINGS_MAX_AGE_SECONDS = 1.0
 LOCK_STRIPES = 1024
@@ -88,6 +78,7 @@ class Pipeline(LedgerStore):
         self._settings_lock = threading.Lock()
         # The configuration and the catalogue are one aggregate each: their changes take turns.
         self._singleton_lock = threading.Lock()
+        self._committer = Committer(self)
         self._writer: GroupCommitWriter | None = None
         # The account commands a caller on an event loop may submit (``submit``), by type: each reads nothing
         # before deciding, so planning it does no I/O. The application fills it.
@@ -144,10 +135,10 @@ class Pipeline(LedgerStore):
 
     def _run_plan(self, plan: Plan[R]) -> R:
         """With group commit on, the command joins the writer's next batch and this thread waits for the
-        batch's transaction; otherwise it runs here, in a transaction of its own."""
+        batch's transaction; otherwise it runs here, as a batch of one."""
         if self._writer is not None and not self._writer.in_writer:
             return self._writer.submit(plan).result()
-        return self.execute_plan(plan)
+        return self._committer.run_alone(plan)
 
     def submittable(self, command: object) -> bool:
         """Whether ``submit`` takes this command: an account command that reads nothing before deciding."""
@@ -171,24 +162,10 @@ class Pipeline(LedgerStore):
             return self._writer.submit(plan)
         done: Future[Receipt] = Future()
         try:
-            done.set_result(self.execute_plan(plan))
+            done.set_result(self._committer.run_alone(plan))
         except BaseException as error:  # noqa: BLE001 - handed to the caller through the future.
             done.set_exception(error)
         return done
-
-    def execute_plan(self, plan: Plan[R]) -> R:
-        """Run one planned account command in a transaction of its own."""
-        return self._execute(
-            lock=plan.lock,
-            load=plan.load,
-            decide=plan.decide,
-            command=plan.command,
-            operation=plan.operation,
-            idempotency=plan.idempotency,
-            now=plan.now,
-            what=plan.what,
-            companions=plan.companions,
-        )
 
     @property
     def group_commit(self) -> bool:
@@ -198,70 +175,14 @@ class Pipeline(LedgerStore):
     def enable_group_commit(self, *, max_batch: int = 256, max_wait_seconds: float = 0.0) -> None:
         """Commit account commands that arrive together in one transaction (see ``ledger.group_commit``)."""
         if self._writer is None:
-            self._writer = GroupCommitWriter(self, max_batch=max_batch, max_wait_seconds=max_wait_seconds).start()
+            writer = GroupCommitWriter(self._committer, max_batch=max_batch, max_wait_seconds=max_wait_seconds)
+            self._writer = writer.start()
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.stop()
             self._writer = None
         super().close()
-
-    def _execute(
-        self,
-        *,
-        lock: threading.Lock,
-        load: Callable[[], A],
-        decide: Callable[[A, UUID | None], Callable[[int], R]],
-        command: Command,
-        operation: str,
-        idempotency: IdempotencyKey | None,
-        now: datetime,
-        what: str,
-        saved: Callable[[A], None] | None = None,
-        companions: list[Any] | None = None,
-    ) -> R:
-        """Load, decide in memory, then save the aggregate and the request's marker in one transaction."""
-        fingerprint = command.fingerprint() if idempotency else ""
-        marker_id = request_id(idempotency.principal, operation, idempotency.key) if idempotency else None
-        with lock:
-            for _ in range(MAX_ATTEMPTS):
-                aggregate = load()
-                if companions is not None:
-                    companions.clear()
-                try:
-                    make_receipt = decide(aggregate, marker_id)
-                except LedgerError:
-                    # A retried request must get its first answer even if the aggregate has moved on since.
-                    replay = self.replay(marker_id, idempotency, fingerprint, operation)
-                    if replay is not None:
-                        return replay  # type: ignore[return-value]
-                    raise
-                receipt = make_receipt(0)
-                to_save: list[Any] = [aggregate, *(companions or ())]
-                if idempotency is not None:
-                    to_save.append(
-                        IdempotencyRecord.record(
-                            principal=idempotency.principal,
-                            operation=operation,
-                            key=idempotency.key,
-                            fingerprint=fingerprint,
-                            receipt_type=type(receipt).__name__,
-                            receipt=msgspec.to_builtins(receipt),
-                            now=now,
-                        )
-                    )
-                try:
-                    recordings = self.save(*to_save)
-                except IntegrityError:
-                    replay = self.replay(marker_id, idempotency, fingerprint, operation)
-                    if replay is not None:
-                        return replay  # type: ignore[return-value]
-                    _pause()
-                    continue
-                if saved is not None:
-                    saved(aggregate)
-                return msgspec.structs.replace(receipt, position=_position(recordings, self))
-        raise ConcurrencyError(f"{what} kept changing")
 
     def replay(
         self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
@@ -307,13 +228,3 @@ def _who(origin: Origin | None) -> dict[str, str | None]:
     if origin is None:
         return {}
     return {"actor_role": origin.actor_role, "request_id": origin.request_id}
-
-
-def _position(recordings: list[Any], app: Application) -> int:  # type: ignore[type-arg]
-    positions = [r.notification.id for r in recordings if r.notification is not None]
-    return max(positions) if positions else (app.recorder.max_notification_id() or 0)
-
-
-def _pause() -> None:
-    """A short random wait before retrying a conflict, so racing processes do not collide again."""
-    time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter, not security

@@ -13,14 +13,14 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 
 from ledger.account import CreditAccount
 from ledger.commands import (
     IdempotencyKey,
+    StartCheckout,
 )
+from ledger.commit import Plan
 from ledger.errors import (
-    ConcurrencyError,
     NotFoundError,
 )
 from ledger.payments import (
@@ -32,7 +32,6 @@ from ledger.payments import (
     checkout_id,
     payment_intent_index_id,
 )
-from ledger.pipeline import MAX_ATTEMPTS, _position
 from ledger.receipts import (
     PaymentReceipt,
 )
@@ -46,17 +45,26 @@ class PurchaseUseCases(SettingsUseCases):
 
     def start_checkout(self, session_id: str, details: SessionDetails, *, now: datetime) -> PaymentReceipt:
         """Record a Checkout Session just created for a purchase; starting it again changes nothing."""
-        for _ in range(MAX_ATTEMPTS):
-            existing = self._get_checkout(session_id)
-            if existing is not None:
-                return _payment_receipt(existing, None, self.recorder.max_notification_id() or 0)
-            checkout = Checkout.start(session_id, details, now)
-            try:
-                recordings = self.save(checkout)
-            except IntegrityError:
-                continue
-            return _payment_receipt(checkout, None, _position(recordings, self))
-        raise ConcurrencyError(f"checkout {session_id} kept changing")
+
+        def load() -> Checkout:
+            return self._get_checkout(session_id) or Checkout.start(session_id, details, now)
+
+        def decide(checkout: Checkout, _: UUID | None) -> Callable[[int], PaymentReceipt]:
+            return lambda position: _payment_receipt(checkout, None, position)
+
+        return self._run_plan(
+            Plan(
+                aggregate_id=checkout_id(session_id),
+                lock=self._account_lock(details.user_id),
+                load=load,
+                decide=decide,
+                command=StartCheckout(session_id=session_id),
+                operation="start-checkout",
+                idempotency=None,
+                now=now,
+                what=f"checkout {session_id}",
+            )
+        )
 
     def record_payment(self, fact: PaymentFact, *, now: datetime) -> PaymentReceipt:
         """Record what a Stripe event says about a purchase, and move the buyer's credits to match.
@@ -91,16 +99,19 @@ class PurchaseUseCases(SettingsUseCases):
             balance = account.balance_millicredits if account is not None else None
             return lambda position: _payment_receipt(checkout, balance, position)
 
-        return self._execute(
-            lock=self._account_lock(user_id),
-            load=load,
-            decide=decide,
-            command=fact,
-            operation="stripe-event",
-            idempotency=IdempotencyKey("stripe", fact.stripe_event_id),
-            now=now,
-            what=f"checkout {fact.session_id}",
-            companions=companions,
+        return self._run_plan(
+            Plan(
+                aggregate_id=checkout_id(fact.session_id),
+                lock=self._account_lock(user_id),
+                load=load,
+                decide=decide,
+                command=fact,
+                operation="stripe-event",
+                idempotency=IdempotencyKey("stripe", fact.stripe_event_id),
+                now=now,
+                what=f"checkout {fact.session_id}",
+                companions=companions,
+            )
         )
 
     def session_for_payment_intent(self, payment_intent_id: str) -> str | None:

@@ -81,6 +81,16 @@ class RevocationReceipt(Receipt, frozen=True, kw_only=True):
     balance_after_millicredits: int
 
 
+class ExpiryReceipt(Receipt, frozen=True, kw_only=True):
+    expired: int
+
+
+class ChangeReceipt(Receipt, frozen=True, kw_only=True):
+    """The answer to one of the ledger's own commands: whether it changed anything."""
+
+    changed: bool
+
+
 class SettingsReceipt(Receipt, frozen=True, kw_only=True):
     settings: dict[str, int]
     changed: list[str]

@@ -6,19 +6,22 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
 
 from ledger.commands import (
     AddPackage,
     ChangeBillingSettings,
     ChangePackage,
     Command,
+    EvaluateSales,
     IdempotencyKey,
     Origin,
+    SeedDefaults,
 )
+from ledger.commit import Plan
 from ledger.config import (
     DEFAULT_PACKAGES,
     PACKAGE_FIELDS,
@@ -29,18 +32,21 @@ from ledger.config import (
     sale_allowed,
 )
 from ledger.errors import (
-    ConcurrencyError,
     NotFoundError,
     SalesPausedError,
 )
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID
-from ledger.pipeline import MAX_ATTEMPTS, Pipeline, _pause, _who
+from ledger.pipeline import Pipeline, _who
 from ledger.receipts import (
+    ChangeReceipt,
     PackageReceipt,
+    Receipt,
     SettingsReceipt,
 )
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Receipt)
 
 
 class SettingsUseCases(Pipeline):
@@ -56,13 +62,6 @@ class SettingsUseCases(Pipeline):
     ) -> SettingsReceipt:
         """Apply a partial update of the billing settings; it applies to the next command at once."""
 
-        def load() -> BillingConfig:
-            try:
-                config: BillingConfig = self.repository.get(BILLING_CONFIG_ID)
-            except AggregateNotFoundError:
-                return BillingConfig.seed(BillingSettings(), now)
-            return config
-
         def decide(config: BillingConfig, _: UUID | None) -> Callable[[int], SettingsReceipt]:
             changed = config.change(dict(command.changes), command.changed_by, now, **_who(origin))
             return lambda position: SettingsReceipt(position=position, settings=dict(config.values), changed=changed)
@@ -72,16 +71,17 @@ class SettingsUseCases(Pipeline):
                 self._settings = config.settings
                 self._settings_read_at = time.monotonic()
 
-        return self._execute(
-            lock=self._singleton_lock,
-            load=load,
-            decide=decide,
-            command=command,
-            operation="billing-config",
-            idempotency=idempotency,
-            now=now,
-            what="billing configuration",
-            saved=saved,
+        return self._run_plan(
+            self._plan_singleton(
+                BILLING_CONFIG_ID,
+                command,
+                now,
+                lambda: self._billing_config(now),
+                decide,
+                operation="billing-config",
+                idempotency=idempotency,
+                saved=saved,
+            )
         )
 
     def prepare_purchase(self, package_id: str, *, potential_tokens: int) -> Package:
@@ -107,23 +107,21 @@ class SettingsUseCases(Pipeline):
     def evaluate_sales(self, *, circulation_millicredits: int, smallest_package_credits: int, now: datetime) -> bool:
         """Record whether sales are paused and the API-usage alert raised, for these figures of the read
         side; True if that changed anything."""
-        for _ in range(MAX_ATTEMPTS):
-            with self._singleton_lock:
-                config = self._billing_config(now)
-                config.evaluate_sales(
-                    circulation_millicredits=circulation_millicredits,
-                    smallest_package_credits=smallest_package_credits,
-                    now=now,
-                )
-                if not config.pending_events:
-                    return False
-                try:
-                    self.save(config)
-                except IntegrityError:
-                    _pause()
-                    continue
-                return True
-        raise ConcurrencyError("billing configuration kept changing")
+        command = EvaluateSales(
+            circulation_millicredits=circulation_millicredits, smallest_package_credits=smallest_package_credits
+        )
+
+        def decide(config: BillingConfig, _: UUID | None) -> Callable[[int], ChangeReceipt]:
+            config.evaluate_sales(
+                circulation_millicredits=command.circulation_millicredits,
+                smallest_package_credits=command.smallest_package_credits,
+                now=now,
+            )
+            changed = bool(config.pending_events)
+            return lambda position: ChangeReceipt(position=position, changed=changed)
+
+        plan = self._plan_singleton(BILLING_CONFIG_ID, command, now, lambda: self._billing_config(now), decide)
+        return self._run_plan(plan).changed
 
     def _billing_config(self, now: datetime) -> BillingConfig:
         try:
@@ -188,23 +186,59 @@ class SettingsUseCases(Pipeline):
 
     def seed(self, *, now: datetime) -> bool:
         """Create the default billing configuration and packages unless they exist. True if it did."""
-        seeded = False
-        if BILLING_CONFIG_ID not in self.repository:
-            try:
-                self.save(BillingConfig.seed(BillingSettings(), now))
-                seeded = True
-            except IntegrityError:
-                pass  # Another process seeded it first.
-        if PACKAGE_CATALOGUE_ID not in self.repository:
-            catalogue = PackageCatalogue.open(now)
-            for package in DEFAULT_PACKAGES:
-                catalogue.add(package, "seed", now, actor_role="system")
-            try:
-                self.save(catalogue)
-                seeded = True
-            except IntegrityError:
-                pass
-        return seeded
+        command = SeedDefaults()
+
+        def opened(aggregate: BillingConfig | PackageCatalogue, _: UUID | None) -> Callable[[int], ChangeReceipt]:
+            # Loading made a new aggregate only if none was recorded: seeding is saving what loading made.
+            changed = bool(aggregate.pending_events)
+            return lambda position: ChangeReceipt(position=position, changed=changed)
+
+        def seed_catalogue(catalogue: PackageCatalogue, marker: UUID | None) -> Callable[[int], ChangeReceipt]:
+            if not catalogue.all_packages():
+                for package in DEFAULT_PACKAGES:
+                    catalogue.add(package, "seed", now, actor_role="system")
+            return opened(catalogue, marker)
+
+        config = self._run_plan(
+            self._plan_singleton(BILLING_CONFIG_ID, command, now, lambda: self._billing_config(now), opened)
+        )
+        catalogue = self._run_plan(
+            self._plan_singleton(PACKAGE_CATALOGUE_ID, command, now, lambda: self._catalogue(now), seed_catalogue)
+        )
+        return config.changed or catalogue.changed
+
+    def _plan_singleton(
+        self,
+        aggregate_id: UUID,
+        command: Command,
+        now: datetime,
+        load: Callable[[], Any],
+        decide: Callable[[Any, UUID | None], Callable[[int], R]],
+        *,
+        operation: str = "",
+        idempotency: IdempotencyKey | None = None,
+        saved: Callable[[Any], None] | None = None,
+    ) -> Plan[R]:
+        """A command on the configuration or the catalogue: one aggregate each, whose changes take turns."""
+        return Plan(
+            aggregate_id=aggregate_id,
+            lock=self._singleton_lock,
+            load=load,
+            decide=decide,
+            command=command,
+            operation=operation,
+            idempotency=idempotency,
+            now=now,
+            what="billing configuration" if aggregate_id == BILLING_CONFIG_ID else "package catalogue",
+            saved=saved,
+        )
+
+    def _catalogue(self, now: datetime) -> PackageCatalogue:
+        try:
+            catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
+        except AggregateNotFoundError:
+            return PackageCatalogue.open(now)
+        return catalogue
 
     def _change_catalogue(
         self,
@@ -214,22 +248,16 @@ class SettingsUseCases(Pipeline):
         now: datetime,
         decide: Callable[[PackageCatalogue, UUID | None], Callable[[int], PackageReceipt]],
     ) -> PackageReceipt:
-        def load() -> PackageCatalogue:
-            try:
-                catalogue: PackageCatalogue = self.repository.get(PACKAGE_CATALOGUE_ID)
-            except AggregateNotFoundError:
-                return PackageCatalogue.open(now)
-            return catalogue
-
-        return self._execute(
-            lock=self._singleton_lock,
-            load=load,
-            decide=decide,
-            command=command,
-            operation=operation,
-            idempotency=idempotency,
-            now=now,
-            what="package catalogue",
+        return self._run_plan(
+            self._plan_singleton(
+                PACKAGE_CATALOGUE_ID,
+                command,
+                now,
+                lambda: self._catalogue(now),
+                decide,
+                operation=operation,
+                idempotency=idempotency,
+            )
         )
 
 

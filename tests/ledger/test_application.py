@@ -7,6 +7,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
+from ledger.account import CreditAccount
 from ledger.application import Ledger
 from ledger.commands import (
     AddPackage,
@@ -32,6 +33,7 @@ from ledger.errors import (
     RemovalExceedsAvailableError,
     ReservationNotOpenError,
 )
+from ledger.ids import account_id
 from tests.conftest import T0
 
 SERVICE = "svc-analysis"
@@ -198,8 +200,23 @@ def test_a_hold_expires_by_itself_and_cannot_be_settled_after(ledger: Ledger) ->
             now=later,
         )
     assert refused.value.status == "expired"
+    # The expiry is recorded once: every command, a refused one too, first records what has fallen due
+    # (a fact of time, not of the request), so the sweeper finds nothing left.
+    assert ledger.expire_due("u1", now=later) == 0
+    events = list(ledger.repository.event_store.get(account_id("u1")))
+    assert [type(event) for event in events].count(CreditAccount.ReservationExpired) == 1
+
+
+def test_the_sweeper_records_a_hold_expiry_that_no_command_noticed(ledger: Ledger) -> None:
+    fund(ledger, "u1", 200_000)
+    ledger.reserve_credits(
+        ReserveCredits(user_id="u1", estimated_tokens=150_000, ttl_seconds=60), idempotency=None, now=T0
+    )
+    later = T0 + timedelta(seconds=60)
     assert ledger.expire_due("u1", now=later) == 1
     assert ledger.expire_due("u1", now=later) == 0
+    assert ledger.expire_due("nobody", now=later) == 0
+    assert ledger.get_account("nobody") is None
 
 
 def test_settle_of_an_unknown_reservation_is_not_found(ledger: Ledger) -> None:

@@ -1,0 +1,363 @@
+"""Deciding and saving planned commands: the one place where load, decide, save and the marker happen.
+
+A batch of plans is decided in memory in arrival order (commands on one aggregate see each other's
+effects) and everything it changed is saved, with the idempotency markers, in one transaction. Nobody gets
+an answer before that transaction commits: a refusal too may rest on an earlier command of the batch, so
+it waits as well. The group-commit writer (``ledger.group_commit``) hands it what arrived together; a
+process without one runs each command as a batch of one (``run_alone``).
+
+If a batch's save fails on a key (a duplicate request whose marker exists, or an aggregate changed by
+another process), it is decided once more on fresh state, and then each command runs alone, which sorts
+out which one conflicts; the others still commit, each with its own exact answer. A connection lost before
+the commit is tried once more; lost while committing, no caller is told anything its marker cannot prove.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+
+from ledger.commands import Command, IdempotencyKey
+from ledger.errors import ConcurrencyError, IdempotencyConflictError, LedgerError, StoreUnavailableError
+from ledger.idempotency import IdempotencyRecord
+from ledger.ids import request_id
+from ledger.receipts import Receipt
+
+# A lost connection, as the store reports it: before a save (the batch's account refresh, a load) or
+# during one (the recorder says whether the commit's outcome is known).
+CONNECTION_FAULTS = (StoreUnavailableError, StoreOperationalError, StoreInterfaceError)
+# Another process changing the same aggregate is rare; a few quick retries resolve it.
+MAX_ATTEMPTS = 25
+
+R = TypeVar("R", bound="Receipt")
+
+
+@dataclass
+class Plan(Generic[R]):
+    """One command, ready to be decided: its aggregate, its lock, how to load it and how to decide.
+
+    ``decide`` applies the command's rules to the aggregate (no I/O) and returns how to make the receipt
+    once the position is known; ``companions`` are aggregates it creates to be saved with it; ``saved``
+    hears the aggregate once it has committed.
+    """
+
+    aggregate_id: UUID
+    lock: threading.Lock
+    load: Callable[[], Any]
+    decide: Callable[[Any, UUID | None], Callable[[int], R]]
+    command: Command
+    operation: str
+    idempotency: IdempotencyKey | None
+    now: datetime
+    what: str
+    companions: list[Any] = field(default_factory=list)
+    saved: Callable[[Any], None] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.command.fingerprint() if self.idempotency else ""
+
+    @property
+    def marker_id(self) -> UUID | None:
+        if self.idempotency is None:
+            return None
+        return request_id(self.idempotency.principal, self.operation, self.idempotency.key)
+
+
+class Store(Protocol):
+    """What deciding and saving needs of the ledger's store, without importing it (no import cycle)."""
+
+    @property
+    def repository(self) -> Any: ...
+
+    @property
+    def recorder(self) -> Any: ...
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any: ...
+
+    def replay(
+        self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
+    ) -> Receipt | None: ...
+
+    def refresh_accounts(self, ids: list[UUID]) -> None: ...
+
+    def discard_broken_connections(self) -> None: ...
+
+
+Batch = list[tuple[Plan[Any], "Future[Receipt]"]]
+
+
+@dataclass
+class _Decided:
+    plan: Plan[Any]
+    future: Future[Receipt]
+    aggregate: Any = None
+    receipt: Receipt | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Committed:
+    decided: list[_Decided]
+    recordings: list[Any]
+
+
+@dataclass
+class _Conflicted:
+    """A key collided: a duplicate request whose marker exists, or an aggregate another process changed."""
+
+    decided: list[_Decided]
+
+
+@dataclass
+class _Lost:
+    fault: StoreUnavailableError
+
+
+class Committer:
+    """Decides batches of plans and saves each in one transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.batches = 0
+        self.commands = 0
+
+    def commit(self, batch: Batch) -> None:
+        """Decide and save a batch, and answer every caller through its future."""
+        # A caller that stopped waiting (its request answered 503 meanwhile) has its command dropped; the
+        # others can no longer be cancelled from here on.
+        batch = [(plan, future) for plan, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        fresh = reconnected = False
+        while True:
+            attempt = self._attempt(batch)
+            if isinstance(attempt, _Committed):
+                self._answer(attempt.decided, attempt.recordings)
+                return
+            if isinstance(attempt, _Conflicted):
+                if not fresh:
+                    fresh = True  # The failed attempt dropped its aggregates: the next one reads them again.
+                    continue
+                for item in attempt.decided:
+                    _settle(item.future, lambda item=item: self.run_alone(item.plan))  # type: ignore[misc]
+                return
+            if not attempt.fault.outcome_unknown and not reconnected:
+                reconnected = True
+                continue
+            self._after_lost_connection(batch, attempt.fault)
+            return
+
+    def run_alone(self, plan: Plan[R]) -> R:
+        """Decide and save one command in a transaction of its own, on this thread.
+
+        A conflict is either the request's own marker (its first answer, or a refusal of a different
+        body) or another process's change to the aggregate (decided again on fresh state, after a pause).
+        """
+        reconnected = False
+        for _ in range(MAX_ATTEMPTS):
+            future: Future[Receipt] = Future()
+            future.set_running_or_notify_cancel()
+            attempt = self._attempt([(plan, future)])
+            if isinstance(attempt, _Committed):
+                self._answer(attempt.decided, attempt.recordings)
+                return future.result()  # type: ignore[return-value]
+            if isinstance(attempt, _Conflicted):
+                replay = self.store.replay(plan.marker_id, plan.idempotency, plan.fingerprint, plan.operation)
+                if replay is not None:
+                    return replay  # type: ignore[return-value]
+                _pause()
+                continue
+            if attempt.fault.outcome_unknown or reconnected:
+                raise attempt.fault
+            reconnected = True
+        raise ConcurrencyError(f"{plan.what} kept changing")
+
+    def _attempt(self, batch: Batch) -> _Committed | _Conflicted | _Lost:
+        held: dict[int, threading.Lock] = {}
+        working: dict[UUID, Any] = {}
+        try:
+            decided, to_save = self._decide_all(batch, working, held)
+            recordings = self.store.save(*to_save) if to_save else []
+        except IntegrityError:
+            self._forget(working)
+            return _Conflicted(decided)
+        except CONNECTION_FAULTS as lost:
+            # Nothing of this batch is known to have committed: the aggregates it changed in memory must
+            # go, and so must every pooled connection that died with the one this batch held.
+            self._forget(working)
+            self.store.discard_broken_connections()
+            if isinstance(lost, StoreUnavailableError):
+                return _Lost(lost)
+            return _Lost(StoreUnavailableError(str(lost), outcome_unknown=False))
+        except BaseException:
+            self._forget(working)
+            raise
+        finally:
+            for lock in held.values():
+                lock.release()
+        return _Committed(decided, recordings)
+
+    def _after_lost_connection(self, batch: Batch, fault: StoreUnavailableError) -> None:
+        """Answer a batch whose connection was lost twice, or lost while committing.
+
+        When the commit's outcome is unknown, no caller may be told it succeeded or was refused: each
+        command with an idempotency key is decided again on its own, and its marker says whether the
+        batch committed it (its first answer) or not (decided afresh). A command without a key cannot be
+        told apart from a new one, so its caller hears that the store is unavailable.
+        """
+        for plan, future in batch:
+            if plan.idempotency is None or not fault.outcome_unknown:
+                future.set_exception(fault)
+            else:
+                _settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
+
+    def _decide_all(
+        self, batch: Batch, working: dict[UUID, Any], held: dict[int, threading.Lock]
+    ) -> tuple[list[_Decided], list[Any]]:
+        markers: dict[UUID, tuple[Plan[Any], Receipt]] = {}
+        for plan, _ in batch:
+            if id(plan.lock) not in held:
+                plan.lock.acquire()
+                held[id(plan.lock)] = plan.lock
+        # Every account of the batch, up to date in the cache, in two queries.
+        self.store.refresh_accounts(list(dict.fromkeys(plan.aggregate_id for plan, _ in batch)))
+        decided = [self._decide(plan, future, working, markers) for plan, future in batch]
+        # An aggregate a command only looked at (a refusal, nothing due) has nothing to save.
+        to_save = [aggregate for aggregate in working.values() if aggregate.pending_events]
+        for item in decided:
+            # Only a command decided now brings what it created (a reservation's index); a refused or
+            # replayed one writes nothing of its own.
+            if item.receipt is not None and not item.receipt.replayed:
+                to_save.extend(item.plan.companions)
+        for plan, receipt in markers.values():
+            assert plan.idempotency is not None  # noqa: S101 - only keyed plans have markers.
+            to_save.append(
+                IdempotencyRecord.record(
+                    principal=plan.idempotency.principal,
+                    operation=plan.operation,
+                    key=plan.idempotency.key,
+                    fingerprint=plan.fingerprint,
+                    receipt_type=type(receipt).__name__,
+                    receipt=msgspec.to_builtins(receipt),
+                    now=plan.now,
+                )
+            )
+        return decided, to_save
+
+    def _answer(self, decided: list[_Decided], recordings: list[Any]) -> None:
+        self.batches += 1
+        self.commands += len(decided)
+        positions = [r.notification.id for r in recordings if r.notification is not None]
+        position = max(positions) if positions else None
+        for item in decided:
+            if item.error is not None:
+                item.future.set_exception(item.error)
+                continue
+            assert item.receipt is not None  # noqa: S101 - decided without error.
+            receipt = item.receipt
+            if not receipt.replayed:
+                if position is None:
+                    # Nothing written: the log's head is enough to read one's own (unchanged) state.
+                    position = self.store.recorder.max_notification_id() or 0
+                receipt = msgspec.structs.replace(receipt, position=position)
+                if item.plan.saved is not None:
+                    item.plan.saved(item.aggregate)
+            item.future.set_result(receipt)
+
+    def _forget(self, working: dict[UUID, Any]) -> None:
+        """Drop aggregates changed in memory by a batch that did not commit, so nobody reads them."""
+        cache = self.store.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in working:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)
+
+    def _load(self, plan: Plan[Any], working: dict[UUID, Any]) -> tuple[Any, bool]:
+        """The aggregate a plan works on, and whether it is shared (the batch's, or the cache's own)."""
+        aggregate = working.get(plan.aggregate_id)
+        if aggregate is not None:
+            return aggregate, True
+        cache = self.store.repository.cache
+        if cache is not None:
+            try:
+                # The cached object itself, not a copy: the lock keeps other writers out, and a batch that
+                # fails drops it from the cache.
+                return cache.get(plan.aggregate_id), True
+            except KeyError:
+                pass
+        return plan.load(), False
+
+    def _decide(
+        self,
+        plan: Plan[Any],
+        future: Future[Receipt],
+        working: dict[UUID, Any],
+        markers: dict[UUID, tuple[Plan[Any], Receipt]],
+    ) -> _Decided:
+        item = _Decided(plan, future)
+        marker_id = plan.marker_id
+        if marker_id is not None and marker_id in markers:
+            # The same request twice in one batch: the second gets the first's answer, or a conflict.
+            first, receipt = markers[marker_id]
+            if first.fingerprint != plan.fingerprint or first.operation != plan.operation:
+                item.error = IdempotencyConflictError(plan.idempotency.key if plan.idempotency else "")
+            else:
+                item.receipt = msgspec.structs.replace(receipt, replayed=True)
+            return item
+        aggregate, shared = self._load(plan, working)
+        item.aggregate = aggregate
+        plan.companions.clear()
+        try:
+            make_receipt = plan.decide(aggregate, marker_id)
+        except LedgerError as refusal:
+            item.error = refusal
+            try:
+                item.receipt = self.store.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
+            except IdempotencyConflictError as conflict:
+                # The key was used before with another body: that caller's answer, not the whole batch's.
+                item.error = conflict
+            if item.receipt is not None:
+                item.error = None
+            if shared:
+                # A refused command writes nothing of its own, but the expiries it noticed on an aggregate
+                # already in memory are facts, saved with the batch.
+                working[plan.aggregate_id] = aggregate
+            return item
+        except Exception:
+            # Not a refusal but a fault, perhaps halfway through changing a shared aggregate: the whole
+            # batch fails and its aggregates leave the cache, rather than save half a change.
+            working[plan.aggregate_id] = aggregate
+            raise
+        working[plan.aggregate_id] = aggregate
+        item.receipt = make_receipt(0)
+        if marker_id is not None:
+            markers[marker_id] = (plan, item.receipt)
+        return item
+
+
+def _settle(future: Future[Receipt], run: Callable[[], Receipt]) -> None:
+    """Give ``future`` what ``run`` answers or raises: each caller gets its own answer."""
+    try:
+        future.set_result(run())
+    except BaseException as error:  # noqa: BLE001 - handed to the caller through the future.
+        future.set_exception(error)
+
+
+def _pause() -> None:
+    """A short random wait before retrying a conflict, so racing processes do not collide again."""
+    time.sleep(random.uniform(0.0005, 0.005))  # noqa: S311 - jitter, not security
