@@ -24,7 +24,8 @@ from uuid import UUID
 
 import psycopg
 
-from ledger.account import CreditAccount, from_us
+from ledger.account import CreditAccount
+from ledger.account_events import from_us
 from ledger.as_of import expiry_id
 from projections.lots import LotBook, LotContradictionError
 

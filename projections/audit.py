@@ -16,7 +16,8 @@ from uuid import UUID
 import msgspec
 import psycopg
 
-from ledger.account import CreditAccount, from_us
+from ledger.account import CreditAccount
+from ledger.account_events import from_us
 from ledger.config import BillingConfig, PackageCatalogue
 from projections.accounts import ProjectionError
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import psycopg
 
-from ledger.account import CreditAccount, from_us, to_us
+from ledger.account import CreditAccount
+from ledger.account_events import from_us, to_us
 from ledger.lots import Lot, allocate, consumption_order
 
 # Events that take credits from lots, each naming them (or, recorded before lots, leaving them to the order).

@@ -36,6 +36,7 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ledger import account_events as events
 from ledger.account import CreditAccount
 from ledger.config import BillingConfig, BillingSettings
 from ledger.payments import Checkout, checkout_id
@@ -226,7 +227,7 @@ class Notifier:
         watch.low_balance_armed = watch.available_millicredits >= batch.settings.low_balance_threshold_millicredits
         batch.accounts[event.originator_id] = watch
 
-    def _granted(self, batch: Batch, position: int, event: CreditAccount.CreditsGranted) -> None:
+    def _granted(self, batch: Batch, position: int, event: events.CreditsGranted) -> None:
         watch = self._watch(batch, position, event)
         watch.balance_millicredits += event.amount_millicredits
         if event.source == "welcome":
@@ -245,18 +246,18 @@ class Notifier:
             self._notice(batch, NotificationType.PURCHASED, position, event, data, watch.user_id)
         self._balance_moved(batch, position, event, watch)
 
-    def _debited(self, batch: Batch, position: int, event: CreditAccount.CreditsDebited) -> None:
+    def _debited(self, batch: Batch, position: int, event: events.CreditsDebited) -> None:
         watch = self._watch(batch, position, event)
         watch.balance_millicredits -= event.amount_millicredits
         self._balance_moved(batch, position, event, watch)
         self._used(batch, position, event, watch, event.tokens, event.occurred_at)
 
-    def _reserved(self, batch: Batch, position: int, event: CreditAccount.CreditsReserved) -> None:
+    def _reserved(self, batch: Batch, position: int, event: events.CreditsReserved) -> None:
         watch = self._watch(batch, position, event)
         watch.holds[event.reservation_id] = event.amount_millicredits
         self._balance_moved(batch, position, event, watch)
 
-    def _settled(self, batch: Batch, position: int, event: CreditAccount.ReservationSettled) -> None:
+    def _settled(self, batch: Batch, position: int, event: events.ReservationSettled) -> None:
         watch = self._watch(batch, position, event)
         watch.holds.pop(event.reservation_id, None)
         watch.balance_millicredits -= event.amount_millicredits
@@ -268,17 +269,17 @@ class Notifier:
         watch.holds.pop(event.reservation_id, None)
         self._balance_moved(batch, position, event, watch)
 
-    def _removed(self, batch: Batch, position: int, event: CreditAccount.CreditsRemoved) -> None:
+    def _removed(self, batch: Batch, position: int, event: events.CreditsRemoved) -> None:
         watch = self._watch(batch, position, event)
         watch.balance_millicredits -= event.amount_millicredits
         self._balance_moved(batch, position, event, watch)
 
-    def _lot_expired(self, batch: Batch, position: int, event: CreditAccount.LotExpired) -> None:
+    def _lot_expired(self, batch: Batch, position: int, event: events.LotExpired) -> None:
         watch = self._watch(batch, position, event)
         watch.balance_millicredits -= event.amount_millicredits
         self._balance_moved(batch, position, event, watch)
 
-    def _revoked(self, batch: Batch, position: int, event: CreditAccount.CreditsRevoked) -> None:
+    def _revoked(self, batch: Batch, position: int, event: events.CreditsRevoked) -> None:
         watch = self._watch(batch, position, event)
         watch.balance_millicredits -= event.amount_millicredits
         # Stripe's refunds and disputes name the checkout; a service's revocation names its own reference.

@@ -14,7 +14,8 @@ from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.account import CreditAccount, to_us
+from ledger.account import CreditAccount
+from ledger.account_events import to_us
 from ledger.application import Ledger
 from ledger.as_of import NOT_MOVING_BALANCE
 from ledger.commands import (

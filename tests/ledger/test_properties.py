@@ -14,7 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.account import CreditAccount, to_us
+from ledger.account import CreditAccount
+from ledger.account_events import to_us
 from ledger.application import Ledger
 from ledger.commands import (
     AdjustCredits,

@@ -13,9 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.domain import Aggregate
+from eventsourcing.utils import resolve_topic
 from msgspec.structs import replace
 
-from ledger.account import CreditAccount, to_us
+from ledger import account_events
+from ledger.account import CreditAccount
+from ledger.account_events import to_us
 from ledger.config import BillingSettings
 from ledger.errors import (
     InsufficientCreditsError,
@@ -484,3 +488,27 @@ class TestReplay:
         assert (replayed.holds, account.holds) == ({"r3": hold},) * 2
         assert replayed.closed_reservations == account.closed_reservations
         assert replayed.tokens_used(at(hours=3)) == account.tokens_used(at(hours=3)) == (0, 10_000)
+
+
+def test_every_event_of_the_account_is_stored_under_its_topic_and_read_back_as_the_aggregates_class() -> None:
+    # The events are written in ledger.account_events and named on the aggregate; the library's metaclass
+    # makes each a subclass of the aggregate's own event class, and that subclass is what a topic must
+    # resolve to, or replay would build events the aggregate does not know. This fails if a library upgrade
+    # changes how it treats event classes named on an aggregate.
+    named = {
+        name: value
+        for name, value in vars(CreditAccount).items()
+        if isinstance(value, type) and issubclass(value, Aggregate.Event) and name not in {"Event", "Opened", "Created"}
+    }
+    written = {
+        name: value
+        for name, value in vars(account_events).items()
+        if isinstance(value, type)
+        and issubclass(value, Aggregate.Event)
+        and value.__module__ == account_events.__name__
+    }
+    assert named.keys() == written.keys()
+    for name, event_class in named.items():
+        assert issubclass(event_class, written[name])
+        assert f"ledger.CreditAccount.{name}" == event_class.TOPIC
+        assert resolve_topic(event_class.TOPIC) is event_class

@@ -21,7 +21,8 @@ from hypothesis import given as for_all
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from ledger.account import CreditAccount, from_us, to_us
+from ledger.account import CreditAccount
+from ledger.account_events import from_us, to_us
 from ledger.errors import InsufficientCreditsError, InvalidCommandError, LedgerError
 from ledger.lots import Lot, LotKind
 from ledger.mapper import MsgspecMapper
