@@ -134,7 +134,7 @@ class Checkout(Aggregate):
     refunded_minor: int
     charge_amount_minor: int
     disputes: dict[str, list[int | str]]
-    holding: list[int]
+    holding: Holding
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class Checkout(Aggregate):
         self.refunded_minor = 0
         self.charge_amount_minor = amount_minor
         self.disputes = {}
-        self.holding = [0, 0, 0]
+        self.holding = Holding()
 
     @classmethod
     def start(cls, session_id: str, details: SessionDetails, now: datetime) -> Checkout:
@@ -182,7 +182,7 @@ class Checkout(Aggregate):
 
     def record(self, fact: PaymentFact, now: datetime) -> tuple[Holding, Holding]:
         """Record a fact. Returns what the buyer held from this purchase before, and should hold now."""
-        before = Holding(*self.holding)
+        before = self.holding
         if isinstance(fact, SessionCompleted):
             self._payment(paid=fact.paid, intent=fact.payment_intent_id, method=fact.payment_method, now=now)
         elif isinstance(fact, AsyncPaymentSucceeded):
@@ -314,7 +314,7 @@ class Checkout(Aggregate):
         dispute_clawback: int
 
         def apply(self, checkout: Checkout) -> None:
-            checkout.holding = [self.granted, self.refund_clawback, self.dispute_clawback]
+            checkout.holding = Holding(self.granted, self.refund_clawback, self.dispute_clawback)
 
 
 class PaymentIntentIndex(Aggregate):

@@ -180,8 +180,8 @@ def _payment_receipt(checkout: Checkout, balance: int | None, position: int) -> 
         session_id=checkout.session_id,
         user_id=checkout.user_id,
         status=checkout.status,
-        granted_millicredits=checkout.holding[0],
-        refund_clawback_millicredits=checkout.holding[1],
-        dispute_clawback_millicredits=checkout.holding[2],
+        granted_millicredits=checkout.holding.granted,
+        refund_clawback_millicredits=checkout.holding.refund_clawback,
+        dispute_clawback_millicredits=checkout.holding.dispute_clawback,
         balance_after_millicredits=balance,
     )
