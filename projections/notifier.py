@@ -85,7 +85,8 @@ class Batch:
     accounts: dict[UUID, Watch] = field(default_factory=dict)
     checkouts: dict[UUID, tuple[str, str, str]] = field(default_factory=dict)  # session, user, package
     new_checkouts: list[tuple[UUID, str, str, str]] = field(default_factory=list)
-    hours: dict[tuple[str, datetime], int] = field(default_factory=dict)
+    # Each user's tokens per hour, for the hours of the week before this batch's usage.
+    hours: dict[str, dict[datetime, int]] = field(default_factory=dict)
     touched_hours: set[tuple[str, datetime]] = field(default_factory=set)
     # Each (user, hour)'s week before, summed once per batch and kept up to date as usage is added: summing
     # 168 hours for every usage event was most of the projection process's CPU under load.
@@ -101,7 +102,8 @@ def _hour(moment: datetime) -> datetime:
 
 def _count_hour(batch: Batch, user: str, hour: datetime, tokens: int) -> None:
     """Add usage to an hour, and to the week-before sums of the hours whose week holds it."""
-    batch.hours[(user, hour)] = batch.hours.get((user, hour), 0) + tokens
+    user_hours = batch.hours.setdefault(user, {})
+    user_hours[hour] = user_hours.get(hour, 0) + tokens
     batch.touched_hours.add((user, hour))
     for summed in batch.baseline_hours.get(user, ()):
         if summed - BASELINE_OFFSETS[-1] <= hour <= summed - BASELINE_OFFSETS[0]:
@@ -174,7 +176,7 @@ class Notifier:
                 "SELECT user_id, hour, tokens FROM notifier_usage_hours WHERE user_id = ANY(%s) AND hour >= %s",
                 (users, since),
             ):
-                batch.hours[(user, hour)] = tokens
+                batch.hours.setdefault(user, {})[hour] = tokens
         return batch
 
     def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
@@ -200,7 +202,7 @@ class Notifier:
             conn.cursor().executemany(
                 "INSERT INTO notifier_usage_hours (user_id, hour, tokens) VALUES (%s, %s, %s)"
                 " ON CONFLICT (user_id, hour) DO UPDATE SET tokens = EXCLUDED.tokens",
-                [(user, hour, batch.hours[(user, hour)]) for user, hour in batch.touched_hours],
+                [(user, hour, batch.hours[user][hour]) for user, hour in batch.touched_hours],
             )
             # Hours past the baseline's window are of no more use.
             oldest = min(hour for _, hour in batch.touched_hours) - HOUR * (BASELINE_HOURS + 2)
@@ -377,12 +379,15 @@ class Notifier:
     def _used(self, batch: Batch, position: int, event: Any, watch: Watch, tokens: int, at: datetime) -> None:
         user, hour = watch.user_id, _hour(at)
         _count_hour(batch, user, hour, tokens)
-        previous = batch.hours.get((user, hour - HOUR), 0)
+        user_hours = batch.hours[user]
+        previous = user_hours.get(hour - HOUR, 0)
         seconds_left = SECONDS_PER_HOUR - int((at - hour).total_seconds())
-        last_hour = batch.hours[(user, hour)] + previous * seconds_left // SECONDS_PER_HOUR
+        last_hour = user_hours[hour] + previous * seconds_left // SECONDS_PER_HOUR
         baseline = batch.baselines.get((user, hour))
         if baseline is None:
-            baseline = sum(batch.hours.get((user, hour - offset), 0) for offset in BASELINE_OFFSETS)
+            # Over the hours the user has, not the window's 168: most users used few of them.
+            first, last = hour - BASELINE_OFFSETS[-1], hour - BASELINE_OFFSETS[0]
+            baseline = sum(tokens for used, tokens in user_hours.items() if first <= used <= last)
             batch.baselines[(user, hour)] = baseline
             batch.baseline_hours.setdefault(user, []).append(hour)
         settings = batch.settings
