@@ -37,6 +37,37 @@ BORING = (
 )
 
 
+# The pieces of a request and of the write behind it, each known by the files of its frames. A sample counts
+# for the innermost frame that names a piece, so the libraries a piece calls (psycopg under the recorder,
+# msgspec under the body decoder) count for that piece.
+PIECES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("store: append events and markers", ("ledger/recorder.py", "LedgerStore.save", "LedgerStore._record",
+                                          "eventsourcing/persistence.py", "eventsourcing/application.py")),
+    ("store: refresh the batch's accounts", ("LedgerStore.refresh_accounts",)),
+    ("decide: the account's rules", ("ledger/account.py", "ledger/holding.py", "ledger/lots.py",
+                                     "ledger/quota.py", "ledger/checks.py", "ledger/account_events.py")),
+    ("batch: decide, markers, answers", ("ledger/commit.py", "ledger/group_commit.py", "ledger/idempotency.py")),
+    ("plan and hand over the command", ("ledger/pipeline.py", "ledger/application.py", "gateway/calls.py")),
+    ("auth: bearer token", ("gateway/auth.py",)),
+    ("rate limits (Redis)", ("gateway/ratelimit.py", "redis/")),
+    ("request ids and logs", ("gateway/logs.py", "logging/")),
+    ("metrics", ("prometheus",)),
+    ("body: decode and validate", ("gateway/body.py", "gateway/schemas.py")),
+    ("route handler", ("gateway/routes/",)),
+    ("framework: Litestar", ("litestar/",)),
+    ("HTTP server: uvicorn and asyncio", ("uvicorn/", "httptools", "asyncio/")),
+)  # fmt: skip
+
+
+def piece_of(frames: list[str]) -> str:
+    """The piece a sampled stack belongs to: its innermost frame that names one."""
+    for frame in reversed(frames):
+        for piece, marks in PIECES:
+            if any(mark in frame for mark in marks):
+                return piece
+    return "other"
+
+
 def start(
     py_spy: str, roles: Mapping[str, list[int]], seconds: float, out_dir: Path, label: str
 ) -> list[subprocess.Popen[bytes]]:
@@ -66,6 +97,7 @@ def finish(
 def _summarise(paths: list[Path], top: int) -> dict[str, Any]:
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    pieces: Counter[str] = Counter()
     total = 0
     for path in paths:
         for line in path.read_text(errors="replace").splitlines():
@@ -76,6 +108,7 @@ def _summarise(paths: list[Path], top: int) -> dict[str, Any]:
             frames = stack.split(";")
             total += samples
             own[frames[-1]] += samples
+            pieces[piece_of(frames)] += samples
             for frame in set(frames):
                 if not any(boring in frame for boring in BORING):
                     inclusive[frame] += samples
@@ -86,4 +119,5 @@ def _summarise(paths: list[Path], top: int) -> dict[str, Any]:
         return [[frame, round(100 * n / total, 1)] for frame, n in counter.most_common(top)]
 
     return {"samples": total, "files": [p.name for p in paths], "self_percent": share(own),
-            "inclusive_percent": share(inclusive)}  # fmt: skip
+            "inclusive_percent": share(inclusive),
+            "pieces_percent": [[piece, round(100 * n / total, 1)] for piece, n in pieces.most_common()]}  # fmt: skip

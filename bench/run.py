@@ -932,6 +932,7 @@ def _profile_lines(scenarios: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 "    inclusive " + "; ".join(f"{pct}% {frame}" for frame, pct in summary["inclusive_percent"][:8])
             )
+            lines.append("    by piece " + "; ".join(f"{pct}% {piece}" for piece, pct in summary["pieces_percent"]))
     return ["", *lines] if lines else []
 
 
