@@ -108,7 +108,10 @@ class LedgerCalls:
 
     async def _within_deadline(self, awaitable: Awaitable[T], what: str) -> T:
         try:
-            return await asyncio.wait_for(awaitable, self.deadline_seconds)
+            # A timeout scope, not wait_for: no second future and callback per request; at the deadline the
+            # awaited future is cancelled all the same.
+            async with asyncio.timeout(self.deadline_seconds):
+                return await awaitable
         except TimeoutError:
             COMMANDS.labels(what, "unanswered").inc()
             raise StoreUnavailableError(
