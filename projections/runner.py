@@ -1,14 +1,18 @@
 """The projection worker: catches up in batches, then follows the log as it grows.
 
-Each batch reads up to ``batch_size`` events past the projection's position, applies them, and moves
-the position, all in one transaction. The position row is locked for the batch (``FOR UPDATE``), so even
-two workers on the same projection could never apply an event twice; a PostgreSQL advisory lock keeps
-the second one idle as a standby, and it takes over when the first one's connection goes away.
-The event table's write lock makes commit order equal to position order, so reading "after my
-position" never skips an event that commits later.
+A runner applies one or more projections. Each batch reads up to ``batch_size`` events past the
+projections' positions, decodes each event once, hands every projection the events it follows and has not
+applied yet, and moves the positions, all in one transaction: a process's views and notifier share one
+read of the log and one commit per batch instead of one each. Each position row is locked for the batch
+(``FOR UPDATE``), so even two workers could never apply an event twice; a row another transaction holds
+(a rebuild switching its tables over) is skipped for that batch, and its projection waits while the
+others go on. PostgreSQL advisory locks, one per projection and taken all or none, keep a second worker
+idle as a standby, and it takes over when the first one's connection goes away. The event table's write
+lock makes commit order equal to position order, so reading "after my position" never skips an event
+that commits later.
 
 A batch commits without waiting for its WAL flush (``synchronous_commit = off``): the views and their
-position are one transaction, so a database crash can only lose a whole batch, views and position
+positions are one transaction, so a database crash can only lose a whole batch, views and positions
 together, which the runner applies again from the events once it has connected again. The events
 themselves are written with full durability by the ledger. Under load (a batch of at least
 ``PACE_FROM_EVENTS`` events) the runner lets ``interval_seconds`` pass between the starts of two
@@ -43,14 +47,17 @@ STANDBY_POLL_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 5
 
 
-_NEXT_BATCH = (
-    "WITH held AS (SELECT position FROM projection_positions WHERE name = %s FOR UPDATE)"
-    " SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
+# The positions this batch may move: a row another transaction holds (a rebuild switching over) is skipped.
+_POSITIONS = "SELECT name, position FROM projection_positions WHERE name = ANY(%s) ORDER BY name FOR UPDATE SKIP LOCKED"
+_NEXT_EVENTS = (
+    "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
     " CASE WHEN e.topic LIKE ANY(%s) THEN e.state END"
-    # A scalar subquery, so the position is known before the scan starts and the index range begins there
-    # (as a join, the planner may walk the index from the first event).
-    " FROM ledger_events AS e WHERE e.notification_id > (SELECT position FROM held)"
-    " ORDER BY e.notification_id LIMIT %s"
+    " FROM ledger_events AS e WHERE e.notification_id > %s ORDER BY e.notification_id LIMIT %s"
+)
+_MOVE_POSITIONS = (
+    "UPDATE projection_positions AS p SET position = %s, updated_at = now(),"
+    " last_event_at = COALESCE(moved.last_event_at, p.last_event_at)"
+    " FROM unnest(%s::text[], %s::timestamptz[]) AS moved(name, last_event_at) WHERE p.name = moved.name"
 )
 
 
@@ -71,18 +78,20 @@ class ProjectionRunner:
     def __init__(
         self,
         database_url: str,
-        projection: Projection,
-        *,
+        *projections: Projection,
         batch_size: int = DEFAULT_BATCH_SIZE,
         interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
     ) -> None:
+        if not projections:
+            raise ValueError("a runner needs at least one projection")
         self.database_url = database_url
-        self.projection = projection
+        self.projections = projections
+        self.names = [projection.name for projection in projections]
         self.batch_size = batch_size
         self.interval_seconds = interval_seconds
-        prefixes = projection.topic_prefix if isinstance(projection.topic_prefix, tuple) else (projection.topic_prefix,)
-        # Only this projection's events are decoded, and only theirs leave the database with their state.
-        self._topic_patterns = [_like_prefix(prefix) for prefix in prefixes]
+        self._prefixes = {projection.name: _prefixes(projection) for projection in projections}
+        # Only the projections' events are decoded, and only theirs leave the database with their state.
+        self._topic_patterns = sorted({_like_prefix(p) for prefixes in self._prefixes.values() for p in prefixes})
         self.mapper: Any = MsgspecMapper(transcoder=JSONTranscoder())
         self.error: BaseException | None = None
         self.active = False
@@ -92,42 +101,77 @@ class ProjectionRunner:
         self.last_batch_at: float | None = None
         self.last_batch_events = 0
 
+    @property
+    def projection(self) -> Projection:
+        """The projection of a runner of one (a rebuild's, a test's)."""
+        if len(self.projections) != 1:
+            raise AttributeError(f"this runner applies {len(self.projections)} projections")
+        return self.projections[0]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.names)
+
     def describe(self) -> str:
         age = "never" if self.last_batch_at is None else f"{time.monotonic() - self.last_batch_at:.1f} s ago"
         return (
-            f"projection {self.projection.name}: {'active' if self.active else 'standing by'}, last batch {age}"
+            f"projections {', '.join(self.names)}: {'active' if self.active else 'standing by'}, last batch {age}"
             f" ({self.last_batch_events} events), reconnects {self.reconnects}, error {self.error!r}"
         )
 
     def run_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Apply the next batch. Returns how many events were read (0 when caught up)."""
-        name = self.projection.name
         with conn.transaction():
-            # The position row is locked and the events past it read in one round trip.
-            rows = conn.execute(_NEXT_BATCH, (name, self._topic_patterns, self.batch_size), prepare=True).fetchall()
+            positions = self._hold_positions(conn)
+            rows = (
+                conn.execute(
+                    _NEXT_EVENTS, (self._topic_patterns, min(positions.values()), self.batch_size), prepare=True
+                ).fetchall()
+                if positions
+                else []
+            )
             if not rows:
-                # Caught up, or a database (or rebuild schema) with no position row yet: make sure the
-                # row exists, then look once more.
-                conn.execute("INSERT INTO projection_positions (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-                rows = conn.execute(_NEXT_BATCH, (name, self._topic_patterns, self.batch_size)).fetchall()
-                if not rows:
-                    self.last_batch_at, self.last_batch_events = time.monotonic(), 0
-                    return 0
-            events = [
-                (position, self.mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state))))
+                self.last_batch_at, self.last_batch_events = time.monotonic(), 0
+                return 0
+            # Each event decoded once, for every projection that follows it.
+            decoded = [
+                (position, topic, self.mapper.to_domain_event(StoredEvent(oid, version, topic, bytes(state))))
                 for position, oid, version, topic, state in rows
                 if state is not None
             ]
-            if events:
-                self.projection.apply(conn, events)
-            last = rows[-1]
-            conn.execute(
-                "UPDATE projection_positions SET position = %s, updated_at = now(),"
-                " last_event_at = COALESCE(%s, last_event_at) WHERE name = %s",
-                (last[0], events[-1][1].timestamp if events else None, name),
-            )
+            last_position = rows[-1][0]
+            moved: list[str] = []
+            moved_at: list[Any] = []
+            for projection in self.projections:
+                held = positions.get(projection.name)
+                if held is None or held >= last_position:
+                    continue
+                prefixes = self._prefixes[projection.name]
+                events = [(pos, event) for pos, topic, event in decoded if pos > held and topic.startswith(prefixes)]
+                if events:
+                    projection.apply(conn, events)
+                moved.append(projection.name)
+                moved_at.append(events[-1][1].timestamp if events else None)
+            conn.execute(_MOVE_POSITIONS, (last_position, moved, moved_at), prepare=True)
         self.last_batch_at, self.last_batch_events = time.monotonic(), len(rows)
         return len(rows)
+
+    def _hold_positions(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        """Lock the position rows this batch may move, making any that is missing (a new database, or a
+        rebuild's schema), and return their positions."""
+        positions: dict[str, int] = dict(conn.execute(_POSITIONS, (self.names,), prepare=True).fetchall())
+        if len(positions) < len(self.names):
+            # Missing, or held by another transaction: only the rows that do not exist are made.
+            missing = [name for name in self.names if name not in positions]
+            existing = conn.execute("SELECT name FROM projection_positions WHERE name = ANY(%s)", (missing,))
+            absent = sorted(set(missing) - {name for (name,) in existing.fetchall()})
+            if absent:
+                conn.execute(
+                    "INSERT INTO projection_positions (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                    (absent,),
+                )
+                positions.update(conn.execute(_POSITIONS, (absent,)).fetchall())
+        return positions
 
     def catch_up(self) -> int:
         """Apply every event now in the log. Returns how many were read."""
@@ -151,28 +195,27 @@ class ProjectionRunner:
                 self._hold_and_follow(stop, backoff)
             except CONNECTION_FAULTS as fault:
                 self.reconnects += 1
-                log.warning("projection %s %s; trying again", self.projection.name, describe_fault(fault))
+                log.warning("projections %s %s; trying again", self.name, describe_fault(fault))
                 stop.wait(backoff.next_seconds())
             except BaseException as error:
                 self.error = error
-                log.exception("projection %s stopped", self.projection.name)
+                log.exception("projections %s stopped", self.name)
                 raise
             finally:
                 self.active = False
 
     def _hold_and_follow(self, stop: threading.Event, backoff: Backoff) -> None:
-        # One connection holds the advisory lock and applies the batches: if it is lost, the lock goes
+        # One connection holds the advisory locks and applies the batches: if it is lost, the locks go
         # with it, so this worker can never go on applying while another one has taken over.
         with psycopg.connect(
             self.database_url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             # Named, so an operator sees in pg_stat_activity which connection holds which lock.
-            application_name=f"ledger projection {self.projection.name}",
+            application_name=f"ledger projection {self.name}",
         ) as conn:
             while not stop.is_set():
-                held = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.projection.name),))
-                if held.fetchone() == (True,):
+                if self._take_locks(conn):
                     break
                 backoff.reset()
                 stop.wait(STANDBY_POLL_SECONDS)
@@ -181,7 +224,7 @@ class ProjectionRunner:
             conn.execute("SET synchronous_commit = off")
             listener = Listener(conn)
             self.active = True
-            log.info("projection %s active", self.projection.name)
+            log.info("projections %s active", self.name)
             while not stop.is_set():
                 # Notifications of commits made before this batch reads are of no use: they are dropped
                 # first, so that one of a commit made after the read still wakes the wait below.
@@ -201,6 +244,21 @@ class ProjectionRunner:
                 listener.wait(IDLE_WAIT_SECONDS)
                 if count:
                     stop.wait(GATHER_SECONDS)
+
+    def _take_locks(self, conn: psycopg.Connection[Any]) -> bool:
+        """Take every projection's advisory lock, or none: a runner is active for all its projections."""
+        keys = [lock_key(name) for name in self.names]
+        taken = [key for key in keys if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)]
+        if len(taken) == len(keys):
+            return True
+        for key in taken:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return False
+
+
+def _prefixes(projection: Projection) -> tuple[str, ...]:
+    prefix = projection.topic_prefix
+    return prefix if isinstance(prefix, tuple) else (prefix,)
 
 
 def _like_prefix(prefix: str) -> str:

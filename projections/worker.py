@@ -53,11 +53,17 @@ class ProjectionWorker:
     ) -> None:
         self.database_url = database_url
         outbox = Outbox(recipients)
-        self.runners = all_runners(database_url, batch_size, interval_seconds)
-        self.notifier = ProjectionRunner(
-            database_url, Notifier(outbox), batch_size=batch_size, interval_seconds=interval_seconds
-        )
-        self.runners.append(self.notifier)
+        # The views and the notifier in one runner: one read of the log, one decoding of each event and one
+        # transaction per batch for all of them.
+        self.runners = [
+            ProjectionRunner(
+                database_url,
+                *all_projections(),
+                Notifier(outbox),
+                batch_size=batch_size,
+                interval_seconds=interval_seconds,
+            )
+        ]
         self.sweeper = HoldSweeper(database_url, ledger, clock) if ledger is not None else None
         self.watch = (
             SystemWatch(database_url, ledger, outbox, clock, failure_threshold=stripe_failure_threshold)
@@ -70,7 +76,7 @@ class ProjectionWorker:
 
     def start(self) -> None:
         jobs: list[tuple[str, Callable[[threading.Event], None]]] = [
-            (f"projection-{runner.projection.name}", runner.run_forever) for runner in self.runners
+            (f"projection-{runner.name}", runner.run_forever) for runner in self.runners
         ]
         if self.sweeper is not None:
             jobs.append(("hold-sweeper", self.sweeper.run_forever))
