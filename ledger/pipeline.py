@@ -59,7 +59,6 @@ from ledger.store import LedgerStore
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Receipt)
-Decision = Callable[[CreditAccount, BillingSettings, UUID | None], Callable[[int], R]]
 Planner = Callable[[Any, IdempotencyKey | None, datetime, Origin | None], Plan[Any]]
 
 # Settings are read from their own aggregate at most this often; a change made here applies at once.
