@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from typing import Any, Protocol
 
 import psycopg
@@ -35,6 +34,7 @@ from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from ledger.mapper import MsgspecMapper
 from projections.listening import Listener
 from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
+from projections.standby import connect, stand_by
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ DEFAULT_INTERVAL_SECONDS = 0.05
 PACE_FROM_EVENTS = 16
 IDLE_WAIT_SECONDS = 1.0
 GATHER_SECONDS = 0.01
-STANDBY_POLL_SECONDS = 1.0
-CONNECT_TIMEOUT_SECONDS = 5
 
 
 # The positions this batch may move: a row another transaction holds (a rebuild switching over) is skipped.
@@ -67,11 +65,6 @@ class Projection(Protocol):
     topic_prefix: str | tuple[str, ...]
 
     def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None: ...
-
-
-def lock_key(name: str) -> int:
-    """A stable advisory-lock key per projection name."""
-    return 7_311_000_000 + zlib.crc32(name.encode())
 
 
 class ProjectionRunner:
@@ -207,19 +200,8 @@ class ProjectionRunner:
     def _hold_and_follow(self, stop: threading.Event, backoff: Backoff) -> None:
         # One connection holds the advisory locks and applies the batches: if it is lost, the locks go
         # with it, so this worker can never go on applying while another one has taken over.
-        with psycopg.connect(
-            self.database_url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            # Named, so an operator sees in pg_stat_activity which connection holds which lock.
-            application_name=f"ledger projection {self.name}",
-        ) as conn:
-            while not stop.is_set():
-                if self._take_locks(conn):
-                    break
-                backoff.reset()
-                stop.wait(STANDBY_POLL_SECONDS)
-            if stop.is_set():
+        with connect(self.database_url, f"projection {self.name}") as conn:
+            if not stand_by(conn, self.names, stop, backoff):
                 return
             conn.execute("SET synchronous_commit = off")
             listener = Listener(conn)
@@ -244,16 +226,6 @@ class ProjectionRunner:
                 listener.wait(IDLE_WAIT_SECONDS)
                 if count:
                     stop.wait(GATHER_SECONDS)
-
-    def _take_locks(self, conn: psycopg.Connection[Any]) -> bool:
-        """Take every projection's advisory lock, or none: a runner is active for all its projections."""
-        keys = [lock_key(name) for name in self.names]
-        taken = [key for key in keys if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)]
-        if len(taken) == len(keys):
-            return True
-        for key in taken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        return False
 
 
 def _prefixes(projection: Projection) -> tuple[str, ...]:

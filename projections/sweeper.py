@@ -19,7 +19,7 @@ import psycopg
 
 from ledger.application import Ledger
 from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
-from projections.runner import CONNECT_TIMEOUT_SECONDS, STANDBY_POLL_SECONDS, lock_key
+from projections.standby import connect, stand_by
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +73,10 @@ class HoldSweeper:
                 self.active = False
 
     def _hold_and_sweep(self, stop: threading.Event, backoff: Backoff) -> None:
-        with psycopg.connect(
-            self.database_url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name="ledger hold sweeper",
-        ) as conn:
-            while not stop.is_set():
-                if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone() == (True,):
-                    break
-                backoff.reset()
-                stop.wait(STANDBY_POLL_SECONDS)
-            self.active = not stop.is_set()
+        with connect(self.database_url, "hold sweeper") as conn:
+            if not stand_by(conn, [self.name], stop, backoff):
+                return
+            self.active = True
             while not stop.is_set():
                 self.sweep(conn)
                 backoff.reset()

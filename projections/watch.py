@@ -26,7 +26,7 @@ from projections.listening import Listener
 from projections.notices import Notice, NotificationType
 from projections.outbox import Outbox
 from projections.recovery import CONNECTION_FAULTS, Backoff, describe_fault
-from projections.runner import CONNECT_TIMEOUT_SECONDS, STANDBY_POLL_SECONDS, lock_key
+from projections.standby import connect, stand_by
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +101,10 @@ class SystemWatch:
             stop.wait(backoff.next_seconds())
 
     def _hold_and_watch(self, stop: threading.Event, backoff: Backoff) -> None:
-        with psycopg.connect(
-            self.database_url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name="ledger system watch",
-        ) as conn:
-            while not stop.is_set():
-                if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.name),)).fetchone() == (True,):
-                    break
-                backoff.reset()
-                stop.wait(STANDBY_POLL_SECONDS)
-            self.active = not stop.is_set()
+        with connect(self.database_url, "system watch") as conn:
+            if not stand_by(conn, [self.name], stop, backoff):
+                return
+            self.active = True
             listener = Listener(conn)
             while not stop.is_set():
                 listener.forget()

@@ -14,7 +14,8 @@ from ledger.application import Ledger
 from projections.accounts import AccountsProjection
 from projections.notifier import Notifier
 from projections.outbox import Outbox
-from projections.runner import ProjectionRunner, lock_key
+from projections.runner import ProjectionRunner
+from projections.standby import lock_key, take_locks
 from projections.worker import all_projections
 from tests.conftest import T0
 from tests.ledger.test_properties import run
@@ -131,14 +132,14 @@ def test_a_standby_takes_every_projections_lock_or_none(clean_database: str) -> 
     ):
         other.execute("SELECT pg_advisory_lock(%s)", (lock_key("payments"),))
         # When this runner tries to become active, it does not, and holds none of the locks
-        assert runner._take_locks(conn) is False
+        assert take_locks(conn, runner.names) is False
         held = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
         ).fetchone()
         assert held == (0,)
         # and once the other lets go, it takes them all
         other.execute("SELECT pg_advisory_unlock(%s)", (lock_key("payments"),))
-        assert runner._take_locks(conn) is True
+        assert take_locks(conn, runner.names) is True
         held = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
         ).fetchone()
