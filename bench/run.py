@@ -584,7 +584,11 @@ class Bench:
         catch_up = self.wait_for_projection(30)
         log(f"scenario 3s: debits on one connection, idle server ({SINGLE_CONNECTION_SECONDS:g} s)")
         result = self.load(
-            lambda s: Repeat(s, debit, 201), warmup_s=1.0, duration_s=SINGLE_CONNECTION_SECONDS, connections=1
+            lambda s: Repeat(s, debit, 201),
+            warmup_s=1.0,
+            duration_s=SINGLE_CONNECTION_SECONDS,
+            connections=1,
+            label="s3s",
         )
         self.record("3s", "debits, one connection (idle server)", result, catch_up_before=catch_up)
 
