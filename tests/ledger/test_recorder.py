@@ -13,8 +13,8 @@ from ledger.application import Ledger
 from ledger.recorder import LedgerRecorder
 from tests.conftest import postgres_ledger
 
-# Far above the largest statement a Unix socket took in one write (about 900 KB) before the recorder wrote
-# its statements out in full: 20,000 events of 500 bytes, 10 MB in one insert.
+# Far above what a Unix socket takes in one write (about 900 KB here), so the append must be sent in many
+# writes while the server reads: 20,000 events of 500 bytes, 10 MB in one insert.
 LARGE_BATCH_EVENTS = 20_000
 LARGE_EVENT_BYTES = 500
 
