@@ -276,3 +276,7 @@ def _close_hold(account: AccountState, reservation_id: str, status: str, at_us: 
             break
         del closed[oldest]
     closed[reservation_id] = ClosedReservation(status=status, closed_at_us=at_us)
+
+
+# What a command records because time has passed, before its own rules: kept even when the command is refused.
+FALLEN_DUE = (ReservationExpired, LotExpired)

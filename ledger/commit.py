@@ -30,6 +30,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
+from ledger.account_events import FALLEN_DUE
 from ledger.commands import Command, IdempotencyKey
 from ledger.errors import ConcurrencyError, IdempotencyConflictError, LedgerError, StoreUnavailableError
 from ledger.idempotency import IdempotencyRecord
@@ -107,6 +108,8 @@ class _Decided:
     aggregate: Any = None
     receipt: Receipt | None = None
     error: BaseException | None = None
+    # Refused after changing an aggregate that earlier commands of the batch changed too.
+    unsaveable: bool = False
 
 
 @dataclass
@@ -153,7 +156,7 @@ class Committer:
                     fresh = True  # The failed attempt dropped its aggregates: the next one reads them again.
                     continue
                 for item in attempt.decided:
-                    _settle(item.future, lambda item=item: self.run_alone(item.plan))  # type: ignore[misc]
+                    settle(item.future, lambda item=item: self.run_alone(item.plan))  # type: ignore[misc]
                 return
             if not attempt.fault.outcome_unknown and not reconnected:
                 reconnected = True
@@ -191,6 +194,11 @@ class Committer:
         working: dict[UUID, Any] = {}
         try:
             decided, to_save = self._decide_all(batch, working, held)
+            if any(item.unsaveable for item in decided):
+                # Decided again on fresh state, then one command at a time, where no refusal shares its
+                # aggregate with another command.
+                self._forget(working)
+                return _Conflicted(decided)
             recordings = self.store.save(*to_save) if to_save else []
         except IntegrityError:
             self._forget(working)
@@ -223,7 +231,7 @@ class Committer:
             if plan.idempotency is None or not fault.outcome_unknown:
                 future.set_exception(fault)
             else:
-                _settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
+                settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
 
     def _decide_all(
         self, batch: Batch, working: dict[UUID, Any], held: dict[int, threading.Lock]
@@ -322,21 +330,11 @@ class Committer:
         aggregate, shared = self._load(plan, working)
         item.aggregate = aggregate
         plan.companions.clear()
+        pending_before = len(aggregate.pending_events)
         try:
             make_receipt = plan.decide(aggregate, marker_id)
         except LedgerError as refusal:
-            item.error = refusal
-            try:
-                item.receipt = self.store.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
-            except IdempotencyConflictError as conflict:
-                # The key was used before with another body: that caller's answer, not the whole batch's.
-                item.error = conflict
-            if item.receipt is not None:
-                item.error = None
-            if shared:
-                # A refused command writes nothing of its own, but the expiries it noticed on an aggregate
-                # already in memory are facts, saved with the batch.
-                working[plan.aggregate_id] = aggregate
+            self._refused(item, refusal, shared=shared, pending_before=pending_before, working=working)
             return item
         except Exception:
             # Not a refusal but a fault, perhaps halfway through changing a shared aggregate: the whole
@@ -349,8 +347,41 @@ class Committer:
             markers[marker_id] = (plan, item.receipt)
         return item
 
+    def _refused(
+        self,
+        item: _Decided,
+        refusal: LedgerError,
+        *,
+        shared: bool,
+        pending_before: int,
+        working: dict[UUID, Any],
+    ) -> None:
+        """Answer a refused command: its first answer if its key was used before, else the refusal; and keep
+        of its aggregate only what had fallen due."""
+        plan, aggregate, marker_id = item.plan, item.aggregate, item.plan.marker_id
+        item.error = refusal
+        try:
+            item.receipt = self.store.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
+        except IdempotencyConflictError as conflict:
+            # The key was used before with another body: that caller's answer, not the whole batch's.
+            item.error = conflict
+        if item.receipt is not None:
+            item.error = None
+        if all(isinstance(event, FALLEN_DUE) for event in aggregate.pending_events[pending_before:]):
+            if shared:
+                # A refused command writes nothing of its own, but the expiries it noticed on an aggregate
+                # already in memory are facts, saved with the batch.
+                working[plan.aggregate_id] = aggregate
+            return
+        # The refusal came after a change of its own (a checkout recorded a payment whose credits the
+        # account then refused): none of it may be saved, nor stay in memory.
+        if plan.aggregate_id in working:
+            item.unsaveable = True  # Earlier commands of the batch changed it too: the attempt goes.
+        else:
+            self._forget({plan.aggregate_id: aggregate})
 
-def _settle(future: Future[Receipt], run: Callable[[], Receipt]) -> None:
+
+def settle(future: Future[Receipt], run: Callable[[], Receipt]) -> None:
     """Give ``future`` what ``run`` answers or raises: each caller gets its own answer."""
     try:
         future.set_result(run())
