@@ -31,7 +31,7 @@ from ledger.commands import (
     Origin,
     ReserveCredits,
 )
-from ledger.commit import Committer, Plan
+from ledger.commit import Committer, Plan, settle
 from ledger.config import (
     BillingConfig,
     BillingSettings,
@@ -160,10 +160,7 @@ class Pipeline(LedgerStore):
         if self._writer is not None:
             return self._writer.submit(plan)
         done: Future[Receipt] = Future()
-        try:
-            done.set_result(self._committer.run_alone(plan))
-        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future.
-            done.set_exception(error)
+        settle(done, lambda: self._committer.run_alone(plan))
         return done
 
     @property
