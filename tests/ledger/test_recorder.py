@@ -10,6 +10,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from ledger.application import Ledger
+from ledger.errors import StoreUnavailableError
 from ledger.recorder import LedgerRecorder
 from tests.conftest import postgres_ledger
 
@@ -89,5 +90,23 @@ def test_a_save_of_many_megabytes_completes_over_either_connection(kind: str, cl
         assert list(positions) == sorted(positions)
         last = app.recorder.select_notifications(positions[-1], 1)[0]
         assert (last.originator_id, last.state) == (events[-1].originator_id, events[-1].state)
+    finally:
+        app.close()
+
+
+def test_an_append_that_waits_past_the_lock_timeout_is_unavailable_and_writes_nothing(clean_database: str) -> None:
+    # Given another transaction holding the event table's write lock (as a long append would)
+    app = postgres_ledger(clean_database, lock_timeout_seconds=1)
+    recorder = app.recorder
+    waiting = uuid4()
+    try:
+        with psycopg.connect(clean_database) as holder, holder.transaction():
+            holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+            # When an append waits for it, then it gives up after the lock timeout: the store is unavailable
+            # (a 503 to the caller), and nothing of the append was committed
+            with pytest.raises(StoreUnavailableError) as unavailable:
+                recorder.insert_events([StoredEvent(waiting, 1, "test.Topic", b"waited")])
+        assert unavailable.value.outcome_unknown is False
+        assert list(recorder.select_events(waiting)) == []
     finally:
         app.close()
