@@ -16,9 +16,10 @@ from gateway.auth import jwt_auth
 from gateway.body import decode_strictly
 from gateway.calls import LedgerCalls
 from gateway.framing import end_json_with_newline
+from gateway.hot import HotPath
 from gateway.live import channels_plugin
 from gateway.logs import RequestIdMiddleware, send_request_id
-from gateway.metrics import MetricsController, prometheus_config
+from gateway.metrics import MetricsController, RequestMetricsMiddleware, prometheus_config
 from gateway.openapi import openapi_config, swagger_ui_files
 from gateway.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from gateway.ratelimit import Counter, MemoryCounter, RateLimitMiddleware, RedisCounter
@@ -88,8 +89,30 @@ def _request_id_outermost(app_config: AppConfig) -> AppConfig:
     return app_config
 
 
+class LedgerApp(Litestar):
+    """The app, with the metered-work routes answered on their lean path first (``gateway.hot``)."""
+
+    hot: HotPath | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        route = self.hot.route(scope) if self.hot is not None else None
+        if route is not None and self.hot is not None:
+            scope["app"] = scope["litestar_app"] = self
+            scope.setdefault("state", {})
+            delegated = await self.hot.answer(*route, scope, receive, send)
+            if delegated is None:
+                return
+            receive = delegated
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
-    settings: Settings, ledger: Ledger, database_url: str, *, clock: Callable[[], datetime] = _utc_now
+    settings: Settings,
+    ledger: Ledger,
+    database_url: str,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    lean_routes: bool = True,
 ) -> Litestar:
     redis: Any | None = None
     counter: Counter
@@ -133,7 +156,8 @@ def create_app(
                 await redis.aclose()
 
     auth = jwt_auth(settings.jwt_secret, exclude=PUBLIC_PATHS)
-    app = Litestar(
+    metrics = prometheus_config()
+    app = LedgerApp(
         route_handlers=[
             HealthController,
             MetricsController,
@@ -159,7 +183,7 @@ def create_app(
         lifespan=[resources],
         plugins=[problem_details_plugin(), channels],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[prometheus_config().middleware, RateLimitMiddleware()],
+        middleware=[metrics.middleware, RateLimitMiddleware()],
         on_app_init=[auth.on_app_init, _request_id_outermost],
         before_request=decode_strictly,
         before_send=[send_request_id, end_json_with_newline],
@@ -193,4 +217,11 @@ def create_app(
             "admin": settings.rate_limit_admin_per_minute,
         },
     )
+    if lean_routes:
+        app.hot = HotPath(app, RequestMetricsMiddleware(_unreached, metrics), MAX_BODY_BYTES)
     return app
+
+
+async def _unreached(scope: Any, receive: Any, send: Any) -> None:
+    """The app the lean path's metrics object wraps: it only counts, and never calls on."""
+    raise NotImplementedError

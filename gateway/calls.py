@@ -20,6 +20,7 @@ from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.params import HeaderParameter
 
+from gateway.auth import Principal
 from gateway.live import publish
 from gateway.logs import REQUEST_ID
 from gateway.metrics import COMMANDS, REPLAYS
@@ -131,12 +132,18 @@ async def run_command(
     request: Request[Any, Any, State], operation: str, method: Callable[..., R], command: Any, key: str | None
 ) -> R:
     """Run a caller's command under their idempotency key, then tell live streams the balance moved."""
-    state = request.app.state
+    return await run_command_as(request.app.state, request.user, operation, method, command, key)
+
+
+async def run_command_as(
+    state: State, principal: Principal, operation: str, method: Callable[..., R], command: Any, key: str | None
+) -> R:
+    """``run_command`` for a path that has the app's state and the caller, not a Litestar request."""
     audit: dict[str, Any] = {}
     if isinstance(command, AUDITED):
-        audit["origin"] = Origin(actor_role=request.user.role, request_id=REQUEST_ID.get())
+        audit["origin"] = Origin(actor_role=principal.role, request_id=REQUEST_ID.get())
     receipt: R = await state.calls.command(
-        operation, method, command, idempotency=request.user.idempotency(key), now=state.clock(), **audit
+        operation, method, command, idempotency=principal.idempotency(key), now=state.clock(), **audit
     )
     user_id = getattr(receipt, "user_id", None)
     if user_id is not None:

@@ -89,9 +89,7 @@ class RequestIdMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        request_id = _request_id_of(scope)
-        scope["state"][_REQUEST_ID_KEY] = request_id
-        token = REQUEST_ID.set(request_id)
+        token = begin_request(scope)
         started = time.perf_counter()
         status = 500
 
@@ -108,12 +106,25 @@ class RequestIdMiddleware(ASGIMiddleware):
             status = getattr(error, "status_code", 500)
             raise
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                self._log_access(scope, status, started)
-            REQUEST_ID.reset(token)
+            end_request(scope, status, started, token)
 
-    @staticmethod
-    def _log_access(scope: Scope, status: int, started: float) -> None:
+
+def begin_request(scope: Scope) -> contextvars.Token[str | None]:
+    """Give the request its id: in its scope for the answer's header, and in the context for log lines."""
+    request_id = _request_id_of(scope)
+    scope["state"][_REQUEST_ID_KEY] = request_id
+    return REQUEST_ID.set(request_id)
+
+
+def request_id_in(scope: Scope) -> str:
+    """The id ``begin_request`` gave the request."""
+    request_id: str = scope["state"][_REQUEST_ID_KEY]
+    return request_id
+
+
+def end_request(scope: Scope, status: int, started: float, token: contextvars.Token[str | None]) -> None:
+    """Write the request's access line (at INFO) and leave its id's context."""
+    if access_log.isEnabledFor(logging.INFO):
         user = scope.get("user")
         access_log.info(
             "request",
@@ -127,3 +138,4 @@ class RequestIdMiddleware(ASGIMiddleware):
                 }
             },
         )
+    REQUEST_ID.reset(token)

@@ -75,12 +75,7 @@ class RequestMetricsMiddleware(PrometheusMiddleware):
             return
         method: str = scope["method"]
         path: str = scope["path_template"] if self._config.group_path else scope["path"]
-        in_progress = self._in_progress.get((method, path))
-        if in_progress is None:
-            labels = self._labels(method, path, 200)
-            in_progress = self.requests_in_progress(labels).labels(*labels.values())
-            self._in_progress[(method, path)] = in_progress
-        started = time.perf_counter()
+        started = self.begin(method, path)
         span = [200, 0.0]  # status, seconds until the body was sent
 
         async def noting_send(message: Message) -> None:
@@ -90,16 +85,29 @@ class RequestMetricsMiddleware(PrometheusMiddleware):
                 span[1] = time.perf_counter() - started
             await send(message)
 
-        in_progress.inc()
         try:
             await self.app(scope, receive, noting_send)
         finally:
-            in_progress.dec()
-            count, duration, errors = self._series(method, path, int(span[0]))
-            if errors is not None:
-                errors.inc()
-            count.inc()
-            duration.observe(span[1])
+            self.end(method, path, int(span[0]), span[1])
+
+    def begin(self, method: str, path: str) -> float:
+        """A request is in progress; the time it started, for ``end``."""
+        in_progress = self._in_progress.get((method, path))
+        if in_progress is None:
+            labels = self._labels(method, path, 200)
+            in_progress = self.requests_in_progress(labels).labels(*labels.values())
+            self._in_progress[(method, path)] = in_progress
+        in_progress.inc()
+        return time.perf_counter()
+
+    def end(self, method: str, path: str, status: int, seconds: float) -> None:
+        """The request has its answer: out of progress, counted and timed by its status."""
+        self._in_progress[(method, path)].dec()
+        count, duration, errors = self._series(method, path, status)
+        if errors is not None:
+            errors.inc()
+        count.inc()
+        duration.observe(seconds)
 
     def _labels(self, method: str, path: str, status: int) -> dict[str, str | int | float]:
         # The library's label names, in its order.

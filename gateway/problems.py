@@ -239,3 +239,15 @@ EXCEPTION_HANDLERS: dict[type[Exception], Callable[[Request[Any, Any, Any], Any]
     **dict.fromkeys(DEPENDENCY_FAULTS, _unavailable),
     Exception: _internal,
 }
+# Every answer to an error, as the app's exception handling chooses it: the most specific class wins.
+_ANSWERS: dict[type[Exception], Callable[[Request[Any, Any, Any], Any], Response[Any]]] = {
+    LedgerError: lambda request, error: _ledger(error).to_response(request),
+    HTTPException: lambda request, error: _http(error).to_response(request),
+    **EXCEPTION_HANDLERS,
+}
+
+
+def problem_response(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    """The answer the app gives ``error``, for a path that answers outside Litestar's handlers (gateway.hot)."""
+    answer = next(_ANSWERS[kind] for kind in type(error).__mro__ if kind in _ANSWERS)
+    return answer(request, error)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from litestar.datastructures import MutableScopeHeaders
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
+from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Principal
@@ -142,34 +144,53 @@ class RedisCounter:
             log.warning("redis unavailable, rate limits fail open: %s", type(error).__name__)
 
 
+@dataclass(frozen=True)
+class Counted:
+    """A request's place in its principal's window: the headers its answer carries, and a refusal if over."""
+
+    headers: dict[str, str]
+    refusal: ProblemDetailsException | None
+
+
+async def count_request(state: State, principal: Principal) -> Counted | None:
+    """Count one request of ``principal``; None when the count is unknown (Redis failed: fail open)."""
+    limit: int = state.rate_limits[principal.role]
+    counted = await state.rate_counter.hit(principal.scope)
+    if counted is None:
+        return None
+    count, reset = counted
+    headers = {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(max(limit - count, 0)),
+        "RateLimit-Reset": str(reset),
+    }
+    if count <= limit:
+        return Counted(headers, None)
+    RATE_LIMITED.inc()
+    refusal = problem(
+        "rate-limited",
+        429,
+        f"more than {limit} requests in {WINDOW_SECONDS} seconds",
+        headers={**headers, "Retry-After": str(reset)},
+    )
+    return Counted(headers, refusal)
+
+
 class RateLimitMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         principal = scope.get("user")
-        state = scope["litestar_app"].state
         if not isinstance(principal, Principal):
             await next_app(scope, receive, send)
             return
-        limit: int = state.rate_limits[principal.role]
-        counted = await state.rate_counter.hit(principal.scope)
+        counted = await count_request(scope["litestar_app"].state, principal)
         if counted is None:
             await next_app(scope, receive, send)
             return
-        count, reset = counted
-        headers = {
-            "RateLimit-Limit": str(limit),
-            "RateLimit-Remaining": str(max(limit - count, 0)),
-            "RateLimit-Reset": str(reset),
-        }
-        if count > limit:
-            RATE_LIMITED.inc()
-            raise problem(
-                "rate-limited",
-                429,
-                f"more than {limit} requests in {WINDOW_SECONDS} seconds",
-                headers={**headers, "Retry-After": str(reset)},
-            )
+        if counted.refusal is not None:
+            raise counted.refusal
+        headers = counted.headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

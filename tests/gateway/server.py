@@ -49,7 +49,9 @@ def free_port() -> int:
 
 
 class Gateway:
-    def __init__(self, database_url: str, *, redis_url: str | None = None, **env: str) -> None:
+    def __init__(
+        self, database_url: str, *, redis_url: str | None = None, lean_routes: bool = True, **env: str
+    ) -> None:
         self.database_url = database_url
         values = {"LEDGER_DATABASE_URL": database_url, "LEDGER_JWT_SECRET": SECRET, **env}
         if redis_url:
@@ -69,9 +71,9 @@ class Gateway:
         )
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        app = create_app(self.settings, self.ledger, database_url, clock=self.clock)
+        self.app = create_app(self.settings, self.ledger, database_url, clock=self.clock, lean_routes=lean_routes)
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
