@@ -92,7 +92,7 @@ class LedgerCalls:
             if self.ledger.group_commit and self.ledger.submittable(command):
                 # Straight onto the writer's queue, awaited here: no worker thread waits on it. A command
                 # whose caller stopped waiting is cancelled, and the writer drops it unless it has begun.
-                submitted = asyncio.wrap_future(self.ledger.submit(command, **kwargs))
+                submitted = self.ledger.submit_async(command, **kwargs)
                 receipt: R = await self._within_deadline(submitted, operation)  # type: ignore[arg-type]
             else:
                 receipt = await self._in_thread(functools.partial(method, command, **kwargs), operation)

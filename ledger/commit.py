@@ -36,6 +36,7 @@ from ledger.errors import ConcurrencyError, IdempotencyConflictError, LedgerErro
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import request_id
 from ledger.receipts import Receipt
+from ledger.replies import Reply
 
 # A lost connection, as the store reports it: before a save (the batch's account refresh, a load) or
 # during one (the recorder says whether the commit's outcome is known).
@@ -98,13 +99,13 @@ class Store(Protocol):
     def discard_broken_connections(self) -> None: ...
 
 
-Batch = list[tuple[Plan[Any], "Future[Receipt]"]]
+Batch = list[tuple[Plan[Any], Reply]]
 
 
 @dataclass
 class _Decided:
     plan: Plan[Any]
-    future: Future[Receipt]
+    future: Reply
     aggregate: Any = None
     receipt: Receipt | None = None
     error: BaseException | None = None
@@ -313,7 +314,7 @@ class Committer:
     def _decide(
         self,
         plan: Plan[Any],
-        future: Future[Receipt],
+        future: Reply,
         working: dict[UUID, Any],
         markers: dict[UUID, tuple[Plan[Any], Receipt]],
     ) -> _Decided:
@@ -381,7 +382,7 @@ class Committer:
             self._forget({plan.aggregate_id: aggregate})
 
 
-def settle(future: Future[Receipt], run: Callable[[], Receipt]) -> None:
+def settle(future: Reply, run: Callable[[], Receipt]) -> None:
     """Give ``future`` what ``run`` answers or raises: each caller gets its own answer."""
     try:
         future.set_result(run())

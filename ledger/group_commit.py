@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from ledger.commit import Batch, Committer, Plan
 from ledger.receipts import Receipt
+from ledger.replies import Reply, post_all
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class GroupCommitWriter:
         self.committer = committer
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
-        self._queue: queue.SimpleQueue[tuple[Plan[Any], Future[Receipt]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Plan[Any], Reply] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
 
     @property
@@ -57,6 +58,10 @@ class GroupCommitWriter:
         self._queue.put((plan, future))  # type: ignore[arg-type] # The queue holds plans of every receipt type.
         return future
 
+    def submit_reply(self, plan: Plan[Any], reply: Reply) -> None:
+        """Queue ``plan``; its answer goes to ``reply`` once its batch is done."""
+        self._queue.put((plan, reply))
+
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -81,3 +86,5 @@ class GroupCommitWriter:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
+            finally:
+                post_all(reply for _, reply in batch)

@@ -9,9 +9,11 @@ other at all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
@@ -54,6 +56,7 @@ from ledger.receipts import (
     SettingsReceipt,
     SettlementReceipt,
 )
+from ledger.replies import LoopReply, Mailbox
 from ledger.store import LedgerStore
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,8 @@ class Pipeline(LedgerStore):
         # The account commands a caller on an event loop may submit (``submit``), by type: each reads nothing
         # before deciding, so planning it does no I/O. The application fills it.
         self._planners: dict[type[Command], Planner] = {}
+        # Each event loop's mailbox for ``submit_async``; a loop that is gone takes its mailbox with it.
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Mailbox] = weakref.WeakKeyDictionary()
 
     def billing_settings(self) -> BillingSettings:
         with self._settings_lock:
@@ -162,6 +167,31 @@ class Pipeline(LedgerStore):
         done: Future[Receipt] = Future()
         settle(done, lambda: self._committer.run_alone(plan))
         return done
+
+    def submit_async(
+        self,
+        command: DebitUsage | ReserveCredits | GrantCredits | AdjustCredits,
+        *,
+        idempotency: IdempotencyKey | None,
+        now: datetime,
+        origin: Origin | None = None,
+    ) -> asyncio.Future[Receipt]:
+        """``submit`` for a caller on an event loop: the answer comes as a future of that loop.
+
+        Cancelling the future before the command's batch begins drops the command.
+        """
+        loop = asyncio.get_running_loop()
+        mailbox = self._mailboxes.get(loop)
+        if mailbox is None:
+            mailbox = self._mailboxes.setdefault(loop, Mailbox(loop))
+        reply = LoopReply(loop.create_future(), mailbox)
+        plan = self._planners[type(command)](command, idempotency, now, origin)
+        if self._writer is not None:
+            self._writer.submit_reply(plan, reply)
+        else:
+            settle(reply, lambda: self._committer.run_alone(plan))
+            mailbox.post()
+        return reply.future
 
     @property
     def group_commit(self) -> bool:
