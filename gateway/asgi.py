@@ -14,6 +14,7 @@ import time
 
 from litestar import Litestar
 
+from gateway import collector
 from gateway.app import create_app
 from gateway.logs import configure_logging
 from gateway.serving import MASTER_PID_VARIABLE
@@ -54,4 +55,6 @@ def app_from_environment() -> Litestar:
     ledger = build_ledger(settings, settings.database_url)
     app = create_app(settings, ledger, settings.database_url)
     app.on_shutdown.append(ledger.close)
+    collector.tune()
+    collector.freeze_startup()
     return app

@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 
+from gateway import collector
 from gateway.logs import configure_logging
 from gateway.serving import ROLES, ServeOptions, say_unreachable, serve
 from gateway.settings import Settings, SettingsError, load_settings
@@ -115,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ledger: configuration error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    collector.tune()
     # `kill -USR1 <pid>` writes every thread's stack to stderr: what a process that seems stuck is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
@@ -210,6 +212,7 @@ def _project(settings: Settings, database_url: str, _: argparse.Namespace) -> in
     faulthandler.unregister(signal.SIGUSR1)
     signal.signal(signal.SIGUSR1, describe)
     deliveries = delivery_worker(settings, database_url)
+    collector.freeze_startup()
     worker.start()
     deliveries.start()
     print("ledger: projection worker started (standing by if another is active)", flush=True)

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import collector
 from gateway.settings import Settings
 from gateway.wiring import (
     Database,
@@ -157,6 +158,7 @@ def _serve_app(
         ledger = build_ledger(settings, database_url)
         try:
             server = uvicorn.Server(uvicorn.Config(create_app(settings, ledger, database_url), **common))
+            collector.freeze_startup()
             server.should_exit = stop_requested.is_set()  # Asked to stop while starting: start, then stop.
             server.run(sockets=[listener])
         finally:
