@@ -28,7 +28,9 @@ UserId = Annotated[
 ]
 Tokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="a whole number of tokens")]
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
-Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# Any text but the NUL character, which PostgreSQL's text cannot hold.
+STORABLE_TEXT = r"^[^\x00]*\Z"
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=STORABLE_TEXT)]
 Adjustment = Annotated[
     int,
     msgspec.Meta(
@@ -38,15 +40,15 @@ Adjustment = Annotated[
         extra_json_schema={"not": {"const": 0}},
     ),
 ]
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=STORABLE_TEXT)]
 # Letters, digits, '-' and '_', with at least one letter or digit (the catalogue's rule).
 PACKAGE_ID_PATTERN = r"^[A-Za-z0-9_-]*[A-Za-z0-9][A-Za-z0-9_-]*\Z"
 PackageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=PACKAGE_ID_PATTERN)]
-PackageName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+PackageName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=STORABLE_TEXT)]
 WholeCredits = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT // 1_000)]
 MinorUnits = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT // 1_000)]
 Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z")]
-StripeId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+StripeId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=STORABLE_TEXT)]
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ledger.amounts import MAX_AMOUNT, is_amount
 from ledger.errors import InvalidCommandError
 
+NUL = "\x00"
+
 
 def check_tokens(field: str, value: int, *, allow_zero: bool = False) -> None:
     if not is_amount(value, allow_zero=allow_zero):
@@ -19,6 +21,13 @@ def check_text(field: str, value: str | None, *, max_length: int, required: bool
         return
     if not 1 <= len(value) <= max_length:
         raise InvalidCommandError(field, f"must be 1 to {max_length} characters")
+    check_storable(field, value)
+
+
+def check_storable(field: str, value: str) -> None:
+    """PostgreSQL's text cannot hold the NUL character: a view could not store the value, and stops."""
+    if NUL in value:
+        raise InvalidCommandError(field, "must not contain the NUL character (U+0000)")
 
 
 def check_usage_split(tokens: int, input_tokens: int | None, output_tokens: int | None) -> None:

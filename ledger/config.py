@@ -14,6 +14,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.amounts import MAX_AMOUNT, MILLICREDITS_PER_CREDIT
+from ledger.checks import check_storable
 from ledger.errors import InvalidCommandError, NotFoundError, StateConflictError
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID
 
@@ -283,6 +284,8 @@ def _check_package_field(field: str, value: Any) -> None:
         raise InvalidCommandError(field, "is not a package field")
     if not ok:
         raise InvalidCommandError(field, "has an invalid value")
+    if isinstance(value, str):
+        check_storable(field, value)
 
 
 class PackageCatalogue(Aggregate):

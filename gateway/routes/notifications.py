@@ -16,7 +16,7 @@ from gateway.openapi import ApiController, body_example, problem_responses
 from gateway.outbound.addresses import private_address_of, url_problem
 from gateway.problems import problem
 from gateway.routes.user import CURSOR_DESCRIPTION
-from gateway.schemas import VISIBLE_ASCII, Body
+from gateway.schemas import STORABLE_TEXT, VISIBLE_ASCII, Body
 from projections import notification_queries as store
 from projections.notices import NOTIFICATION_TYPES
 
@@ -67,7 +67,7 @@ Limit = Annotated[int, QueryParameter(ge=1, le=store.MAX_PAGE_SIZE, description=
 class EndpointCreate(Body, frozen=True, kw_only=True):
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=2_000, pattern=URL_PATTERN)]
     event_types: Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=len(NOTIFICATION_TYPES) + 1)]
-    description: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    description: Annotated[str, msgspec.Meta(max_length=500, pattern=STORABLE_TEXT)] = ""
 
 
 class EndpointCreated(msgspec.Struct, frozen=True, kw_only=True):

@@ -201,7 +201,8 @@ NOT_INTEGERS = [1.5, 1.0, "5", True, False]
 NOT_INTEGERS_OR_NULL = [*NOT_INTEGERS, None]
 BEYOND_2_53 = [TOO_BIG, 2**64, 10**30]
 BAD_USER_IDS = ["", "u" * 129, "has space", "naïve", 5, None, DROP]
-BAD_LABELS = ["", "m" * 129, "m" * 60_000, 5]  # model, agent_id, analysis_id: 1 to 128 characters.
+# model, agent_id, analysis_id: 1 to 128 characters, none of them NUL (PostgreSQL's text cannot hold it).
+BAD_LABELS = ["", "m" * 129, "m" * 60_000, 5, "gemini\u0000pro"]
 
 FIELD_CASES: list[tuple[str, str, list[Any]]] = [
     # Usage is counted in whole tokens, at least one.
@@ -224,7 +225,7 @@ FIELD_CASES: list[tuple[str, str, list[Any]]] = [
     ("settle by input and output", "output_tokens", [*NOT_INTEGERS, -1, *BEYOND_2_53]),
     # An adjustment is signed but never zero, and within 2^53 - 1 either way.
     ("adjust", "amount_millicredits", [*NOT_INTEGERS_OR_NULL, 0, *BEYOND_2_53, -TOO_BIG, -(10**30), DROP]),
-    ("adjust", "reason", ["", "r" * 501, "r" * 60_000, 5, None, DROP]),
+    ("adjust", "reason", ["", "r" * 501, "r" * 60_000, 5, None, DROP, "refund\u0000"]),
     ("adjust", "user_id", BAD_USER_IDS),
     ("billing-config", "api_monthly_limit_tokens", [*NOT_INTEGERS, 0, -1, TOO_BIG]),
     ("billing-config", "alert_threshold_percent", [*NOT_INTEGERS, 0, 101]),
@@ -239,12 +240,12 @@ FIELD_CASES: list[tuple[str, str, list[Any]]] = [
     ("add package", "price.currency", ["brl", "BR", "BRLX", "", 986, None]),
     ("add package", "price", [[990], "9.90", 990, None, DROP]),
     ("add package", "id", ["", "has space", "p" * 65, "pacote-ção", 5, None, DROP]),
-    ("add package", "name", ["", "n" * 101, "n" * 60_000, 5, None, DROP]),
+    ("add package", "name", ["", "n" * 101, "n" * 60_000, 5, None, DROP, "Pro\u0000"]),
     ("add package", "active", ["true", 1, 0, None]),
-    ("add package", "stripe_price_id", ["", "p" * 256, 5]),
+    ("add package", "stripe_price_id", ["", "p" * 256, 5, "price_\u0000"]),
     ("change package", "credits", [*NOT_INTEGERS, 0, -1, TOO_BIG]),
     ("change package", "price", [[990], "9.90"]),
-    ("change package", "name", ["", "n" * 101, 5]),
+    ("change package", "name", ["", "n" * 101, 5, "Pro\u0000"]),
     ("change package", "active", ["false", 0]),
     ("change package", "stripe_price_id", ["", "p" * 256]),
 ]

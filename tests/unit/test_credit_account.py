@@ -210,6 +210,14 @@ class TestDebit:
         error = refused(given(grant(RICH)), debit(tokens), InvalidCommandError)
         assert error.field == "tokens"
 
+    @pytest.mark.parametrize("label", ["model", "agent_id", "analysis_id"])
+    def test_debit_rejects_a_label_with_the_nul_character_which_no_view_could_store(self, label):
+        labels = {**NO_LABELS, label: "gemini\x00pro"}
+        usage = {"tokens": 1, "input_tokens": None, "output_tokens": None}
+        step = lambda a: a.debit(debit_id="d", **usage, settings=SETTINGS, now=T0, **labels)  # noqa: E731
+        error = refused(given(grant(RICH)), step, InvalidCommandError)
+        assert (error.field, error.reason) == (label, "must not contain the NUL character (U+0000)")
+
     def test_debit_records_an_input_output_split_that_adds_up(self):
         events = when(given(grant(RICH)), debit(10, split=(4, 6)))
         assert (events[0].input_tokens, events[0].output_tokens, events[0].tokens) == (4, 6, 10)
