@@ -84,6 +84,11 @@ def config(wfc_path: Path, *, stateful: bool) -> SchemathesisConfig:
             "checks": {
                 "positive_data_acceptance": {"expected-statuses": ACCEPTED},
                 "max_response_time": MAX_RESPONSE_SECONDS,
+                # The stateful phase feeds ids from answers into paths; one the server made from a path that
+                # Schemathesis had percent-encoded (a user id "%C3%99…", visible ASCII and valid) comes back
+                # encoded again, and Schemathesis then reports its own earlier value as accepted invalid data
+                # (its open issue 2983). Negative data is checked per operation by the other phases.
+                "negative_data_rejection": {"enabled": not stateful},
             },
             "output": {"sanitization": {"enabled": False}},
             # Nothing learnt by one run steers the next (and nothing is written into the working tree).
