@@ -4,10 +4,11 @@ each open stream reads the balance from the views once they have reached that po
 
 Redis going away must not stop the ledger, so the channels backend is wrapped: a failed publish is
 logged and counted, and the subscription reconnects by itself. The wrapper also batches: messages that
-arrive while a publish is in flight go to Redis together in the next pipeline, in order, so a busy
-worker makes one Redis round trip for many changes instead of one each. A stream also re-reads the balance every
-``REFRESH_SECONDS``, which covers changes made outside any gateway (a hold's expiry by the sweeper).
-When the process is asked to stop, every open stream ends, so the server has no response to wait for.
+arrive within a few milliseconds, or while a publish is in flight, go to Redis together in one pipeline,
+in order, so a busy worker makes one Redis round trip for many changes instead of one each. A stream
+also re-reads the balance every ``REFRESH_SECONDS``, which covers changes made outside any gateway (a
+hold's expiry by the sweeper). When the process is asked to stop, every open stream ends, so the server
+has no response to wait for.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ RECONNECT_SECONDS = 1.0
 # most this many messages wait, and older ones are dropped.
 MAX_WAITING_MESSAGES = 10_000
 MAX_MESSAGES_PER_PIPELINE = 1_000
+GATHER_SECONDS = 0.005
 SHUTDOWN_FLUSH_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -94,6 +96,10 @@ class ResilientBackend(ChannelsBackend):
     async def _flush(self) -> None:
         redis: Any = self.redis
         while self._outbox:
+            # Changes gather for a moment, so a busy worker sends one pipeline for many of them: a person
+            # watching a balance does not see a few milliseconds, and a Redis call per change or two was a
+            # tenth of the server's CPU per debit.
+            await asyncio.sleep(GATHER_SECONDS)
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), MAX_MESSAGES_PER_PIPELINE))]
             try:
                 async with redis.pipeline(transaction=False) as pipe:

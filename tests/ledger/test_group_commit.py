@@ -3,6 +3,7 @@ exact answer; a failing command never fails the others; nothing is acknowledged 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -343,3 +344,26 @@ def test_a_key_reused_with_another_body_fails_only_its_own_command(batching: Led
     assert isinstance(results[0], IdempotencyConflictError), results
     assert [type(result).__name__ for result in results[1:]] == ["DebitReceipt", "DebitReceipt"], results
     assert _debits_in_log(clean_database, "reuse") == 3
+
+
+async def test_a_caller_on_an_event_loop_hears_through_its_own_future_and_one_that_gave_up_is_dropped(
+    batching: Ledger, clean_database: str
+) -> None:
+    grant(batching, "looped", 1_000_000)
+    # A caller on an event loop is answered through a future of its own loop
+    receipt = await batching.submit_async(DebitUsage(user_id="looped", tokens=10), idempotency=None, now=T0)
+    assert receipt.position > 0
+    assert _debits_in_log(clean_database, "looped") == 1
+    # Given the writer held up in a batch (its append waits for the event table's lock)
+    with psycopg.connect(clean_database) as holder, holder.transaction():
+        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        first = batching.submit_async(DebitUsage(user_id="looped", tokens=10), idempotency=None, now=T0)
+        await asyncio.sleep(0.3)  # The writer has taken it and waits for the lock.
+        # When a second caller gives up before its batch begins
+        second = batching.submit_async(DebitUsage(user_id="looped", tokens=10), idempotency=None, now=T0)
+        second.cancel()
+    # Then the first is answered once the lock is released, and the second's debit is never written
+    assert (await asyncio.wait_for(first, 10)).position > receipt.position
+    await asyncio.sleep(0.3)
+    assert second.cancelled()
+    assert _debits_in_log(clean_database, "looped") == 2
