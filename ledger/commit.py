@@ -15,6 +15,7 @@ the commit is tried once more; lost while committing, no caller is told anything
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 import time
@@ -94,7 +95,7 @@ class Store(Protocol):
         self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
     ) -> Receipt | None: ...
 
-    def refresh_accounts(self, ids: list[UUID]) -> None: ...
+    def refresh_accounts(self, ids: list[UUID], *, cached_too: bool = True) -> None: ...
 
     def discard_broken_connections(self) -> None: ...
 
@@ -131,6 +132,12 @@ class _Lost:
     fault: StoreUnavailableError
 
 
+# How long after a save failed on a key every batch checks its cached accounts against the log: while no
+# save fails, the cache is trusted, since a stale copy cannot be saved over (its next version is taken);
+# once one does, another process is writing these accounts, and checking first is cheaper than failing.
+TRUST_AFTER_SECONDS = 10.0
+
+
 class Committer:
     """Decides batches of plans and saves each in one transaction."""
 
@@ -138,6 +145,7 @@ class Committer:
         self.store = store
         self.batches = 0
         self.commands = 0
+        self._conflicted_at = -math.inf
 
     def commit(self, batch: Batch) -> None:
         """Decide and save a batch, and answer every caller through its future."""
@@ -148,7 +156,7 @@ class Committer:
             return
         fresh = reconnected = False
         while True:
-            attempt = self._attempt(batch)
+            attempt = self._attempt(batch, verify=fresh)
             if isinstance(attempt, _Committed):
                 self._answer(attempt.decided, attempt.recordings)
                 return
@@ -175,7 +183,7 @@ class Committer:
         for _ in range(MAX_ATTEMPTS):
             future: Future[Receipt] = Future()
             future.set_running_or_notify_cancel()
-            attempt = self._attempt([(plan, future)])
+            attempt = self._attempt([(plan, future)], verify=True)
             if isinstance(attempt, _Committed):
                 self._answer(attempt.decided, attempt.recordings)
                 return future.result()  # type: ignore[return-value]
@@ -190,11 +198,19 @@ class Committer:
             reconnected = True
         raise ConcurrencyError(f"{plan.what} kept changing")
 
-    def _attempt(self, batch: Batch) -> _Committed | _Conflicted | _Lost:
+    def _attempt(self, batch: Batch, *, verify: bool) -> _Committed | _Conflicted | _Lost:
+        """Decide and save a batch once. Its cached accounts are checked against the log when ``verify`` is
+        set or a save failed on a key lately; otherwise they are trusted (a stale copy fails its save)."""
         held: dict[int, threading.Lock] = {}
         working: dict[UUID, Any] = {}
+        checked = verify or time.monotonic() - self._conflicted_at < TRUST_AFTER_SECONDS
         try:
-            decided, to_save = self._decide_all(batch, working, held)
+            decided, to_save = self._decide_all(batch, working, held, checked=checked)
+            if not checked and any(item.error is not None for item in decided):
+                # A refusal saves nothing, so a stale copy would not fail it: it may rest on a balance another
+                # process has moved on from. The batch is decided again on the log's state.
+                self._forget(working)
+                return _Conflicted(decided)
             if any(item.unsaveable for item in decided):
                 # Decided again on fresh state, then one command at a time, where no refusal shares its
                 # aggregate with another command.
@@ -203,6 +219,7 @@ class Committer:
             recordings = self.store.save(*to_save) if to_save else []
         except IntegrityError:
             self._forget(working)
+            self._conflicted_at = time.monotonic()
             return _Conflicted(decided)
         except CONNECTION_FAULTS as lost:
             # Nothing of this batch is known to have committed: the aggregates it changed in memory must
@@ -235,7 +252,7 @@ class Committer:
                 settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
 
     def _decide_all(
-        self, batch: Batch, working: dict[UUID, Any], held: dict[int, threading.Lock]
+        self, batch: Batch, working: dict[UUID, Any], held: dict[int, threading.Lock], *, checked: bool
     ) -> tuple[list[_Decided], list[Any]]:
         markers: dict[UUID, tuple[Plan[Any], Receipt]] = {}
         for plan, _ in batch:
@@ -243,7 +260,8 @@ class Committer:
                 plan.lock.acquire()
                 held[id(plan.lock)] = plan.lock
         # Every account of the batch, up to date in the cache, in two queries.
-        self.store.refresh_accounts(list(dict.fromkeys(plan.aggregate_id for plan, _ in batch)))
+        ids = list(dict.fromkeys(plan.aggregate_id for plan, _ in batch))
+        self.store.refresh_accounts(ids, cached_too=checked)
         decided = [self._decide(plan, future, working, markers) for plan, future in batch]
         # An aggregate a command only looked at (a refusal, nothing due) has nothing to save.
         to_save = [aggregate for aggregate in working.values() if aggregate.pending_events]

@@ -51,8 +51,12 @@ class LedgerStore(Application):  # type: ignore[type-arg]
             raise NotFoundError("reservation", reservation_id) from None
         return entry.user_id
 
-    def refresh_accounts(self, ids: list[UUID]) -> None:
+    def refresh_accounts(self, ids: list[UUID], *, cached_too: bool = True) -> None:
         """Bring the cached copies of these accounts up to date, and load the missing ones: two queries in all.
+
+        With ``cached_too`` false only the missing ones are read: a cached copy is trusted, because a stale
+        one cannot be saved over (its next version is taken, so the batch's save fails on the key and is
+        decided again on fresh state).
 
         The group-commit writer calls this for a batch, holding the batch's account locks, before deciding
         it. One account at a time, a cold or stale cache costs a round trip or two per command on the
@@ -68,6 +72,10 @@ class LedgerStore(Application):  # type: ignore[type-arg]
             with contextlib.suppress(KeyError):
                 accounts[aggregate_id] = cache.get(aggregate_id)
         missing = [aggregate_id for aggregate_id in ids if aggregate_id not in accounts]
+        if not cached_too:
+            if not missing:
+                return
+            ids, accounts = missing, {}
         snapshots_table = self.snapshots.recorder.events_table_name  # type: ignore[attr-defined]
         events_table = self.recorder.events_table_name  # type: ignore[attr-defined]
         # Outside a transaction: each query reads committed events, and a read needs no BEGIN and ROLLBACK

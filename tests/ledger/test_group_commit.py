@@ -367,3 +367,26 @@ async def test_a_caller_on_an_event_loop_hears_through_its_own_future_and_one_th
     await asyncio.sleep(0.3)
     assert second.cancelled()
     assert _debits_in_log(clean_database, "looped") == 2
+
+
+def test_a_writer_that_trusts_its_cache_still_decides_on_what_another_process_wrote(clean_database: str) -> None:
+    # Given two processes' ledgers, the first holding the account in its cache
+    first = Ledger(postgres_env(clean_database))
+    first.seed(now=T0)
+    first.enable_group_commit(max_batch=64)
+    second = Ledger(postgres_env(clean_database))
+    try:
+        grant(first, "shared", 100_000)
+        debit(first, "shared", 10, "warm")()
+        # When the other process grants credits, then a debit needs them: it is not refused on the cached copy
+        grant(second, "shared", 200_000)
+        assert debit(first, "shared", 150_000, "needs-the-grant")().amount_millicredits == 150_000
+        # And when the other process spends nearly all, a debit the cached copy would allow is refused: the
+        # stale copy's save fails on its version, and the debit is decided again on the log's state
+        debit(second, "shared", 140_000, "spent-elsewhere")()
+        with pytest.raises(InsufficientCreditsError):
+            debit(first, "shared", 100_000, "too-much-now")()
+        assert first.get_balance("shared", now=T0).balance_millicredits == 9_990
+    finally:
+        first.close()
+        second.close()
