@@ -10,7 +10,9 @@ them over in one call when the batch is done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -36,7 +38,8 @@ class Mailbox:
     """The answers waiting for one event loop, handed over together by ``post``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the pipeline keeps a mailbox per loop for as long as the loop lives, and no longer.
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._answers: list[Answer] = []
 
@@ -47,8 +50,12 @@ class Mailbox:
     def post(self) -> None:
         with self._lock:
             answers, self._answers = self._answers, []
-        if answers and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(_deliver, answers)
+        loop = self._loop()
+        if not answers or loop is None:
+            return
+        # A loop that has closed (its server stopped) has no caller left to answer; the writer goes on.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, answers)
 
 
 class LoopReply:
