@@ -31,7 +31,6 @@ from ledger.commands import (
     RevokeCredits,
     SettleReservation,
 )
-from ledger.commit import Plan
 from ledger.config import (
     BillingSettings,
 )
@@ -41,6 +40,7 @@ from ledger.errors import (
 from ledger.ids import derived_id
 from ledger.lots import LotKind, lot_view
 from ledger.pipeline import _who
+from ledger.plan import Plan
 from ledger.purchases import PurchaseUseCases
 from ledger.receipts import (
     AdjustmentReceipt,

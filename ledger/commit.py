@@ -21,9 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -32,75 +31,17 @@ from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
 
 from ledger.account_events import FALLEN_DUE
-from ledger.commands import Command, IdempotencyKey
 from ledger.errors import ConcurrencyError, IdempotencyConflictError, LedgerError, StoreUnavailableError
 from ledger.idempotency import IdempotencyRecord
-from ledger.ids import request_id
+from ledger.plan import Batch, Plan, R, Store
 from ledger.receipts import Receipt
-from ledger.replies import Reply
+from ledger.replies import Reply, post_all
 
 # A lost connection, as the store reports it: before a save (the batch's account refresh, a load) or
 # during one (the recorder says whether the commit's outcome is known).
 CONNECTION_FAULTS = (StoreUnavailableError, StoreOperationalError, StoreInterfaceError)
 # Another process changing the same aggregate is rare; a few quick retries resolve it.
 MAX_ATTEMPTS = 25
-
-R = TypeVar("R", bound="Receipt")
-
-
-@dataclass
-class Plan(Generic[R]):
-    """One command, ready to be decided: its aggregate, its lock, how to load it and how to decide.
-
-    ``decide`` applies the command's rules to the aggregate (no I/O) and returns how to make the receipt
-    once the position is known; ``companions`` are aggregates it creates to be saved with it; ``saved``
-    hears the aggregate once it has committed.
-    """
-
-    aggregate_id: UUID
-    lock: threading.Lock
-    load: Callable[[], Any]
-    decide: Callable[[Any, UUID | None], Callable[[int], R]]
-    command: Command
-    operation: str
-    idempotency: IdempotencyKey | None
-    now: datetime
-    what: str
-    companions: list[Any] = field(default_factory=list)
-    saved: Callable[[Any], None] | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        return self.command.fingerprint() if self.idempotency else ""
-
-    @property
-    def marker_id(self) -> UUID | None:
-        if self.idempotency is None:
-            return None
-        return request_id(self.idempotency.principal, self.operation, self.idempotency.key)
-
-
-class Store(Protocol):
-    """What deciding and saving needs of the ledger's store, without importing it (no import cycle)."""
-
-    @property
-    def repository(self) -> Any: ...
-
-    @property
-    def recorder(self) -> Any: ...
-
-    def save(self, *objs: Any, **kwargs: Any) -> Any: ...
-
-    def replay(
-        self, marker_id: UUID | None, idempotency: IdempotencyKey | None, fingerprint: str, operation: str
-    ) -> Receipt | None: ...
-
-    def refresh_accounts(self, ids: list[UUID], *, cached_too: bool = True) -> None: ...
-
-    def discard_broken_connections(self) -> None: ...
-
-
-Batch = list[tuple[Plan[Any], Reply]]
 
 
 @dataclass
@@ -206,9 +147,10 @@ class Committer:
         checked = verify or time.monotonic() - self._conflicted_at < TRUST_AFTER_SECONDS
         try:
             decided, to_save = self._decide_all(batch, working, held, checked=checked)
-            if not checked and any(item.error is not None for item in decided):
-                # A refusal saves nothing, so a stale copy would not fail it: it may rest on a balance another
-                # process has moved on from. The batch is decided again on the log's state.
+            if not checked and any(_read_only(item) for item in decided):
+                # A refusal, or an answer that only read its account, saves nothing of the account, so a stale
+                # copy would not fail it: it may rest on a balance another process has moved on from. The batch
+                # is decided again on the log's state.
                 self._forget(working)
                 return _Conflicted(decided)
             if any(item.unsaveable for item in decided):
@@ -248,6 +190,7 @@ class Committer:
         for plan, future in batch:
             if plan.idempotency is None or not fault.outcome_unknown:
                 future.set_exception(fault)
+                post_all([future])
             else:
                 settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
 
@@ -304,6 +247,7 @@ class Committer:
                 if item.plan.saved is not None:
                     item.plan.saved(item.aggregate)
             item.future.set_result(receipt)
+        post_all(item.future for item in decided)  # Answered now, not after the rest of the batch's retries.
 
     def _forget(self, working: dict[UUID, Any]) -> None:
         """Drop aggregates changed in memory by a batch that did not commit, so nobody reads them."""
@@ -400,12 +344,21 @@ class Committer:
             self._forget({plan.aggregate_id: aggregate})
 
 
+def _read_only(item: _Decided) -> bool:
+    """Whether a decided command rests on its aggregate's state without saving anything of it."""
+    if item.error is not None:
+        return True
+    changed = item.aggregate is not None and bool(item.aggregate.pending_events)
+    return item.receipt is not None and not item.receipt.replayed and not changed
+
+
 def settle(future: Reply, run: Callable[[], Receipt]) -> None:
     """Give ``future`` what ``run`` answers or raises: each caller gets its own answer."""
     try:
         future.set_result(run())
     except BaseException as error:  # noqa: BLE001 - handed to the caller through the future.
         future.set_exception(error)
+    post_all([future])
 
 
 def _pause() -> None:

@@ -16,7 +16,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from ledger.commit import Batch, Committer, Plan
+from ledger.commit import Committer
+from ledger.plan import Batch, Plan
 from ledger.receipts import Receipt
 from ledger.replies import Reply, post_all
 

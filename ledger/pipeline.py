@@ -33,7 +33,7 @@ from ledger.commands import (
     Origin,
     ReserveCredits,
 )
-from ledger.commit import Committer, Plan, settle
+from ledger.commit import Committer, settle
 from ledger.config import (
     BillingConfig,
     BillingSettings,
@@ -42,6 +42,7 @@ from ledger.errors import IdempotencyConflictError
 from ledger.group_commit import GroupCommitWriter
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, account_id
+from ledger.plan import Plan
 from ledger.receipts import (
     AdjustmentReceipt,
     DebitReceipt,

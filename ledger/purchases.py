@@ -19,7 +19,6 @@ from ledger.commands import (
     IdempotencyKey,
     StartCheckout,
 )
-from ledger.commit import Plan
 from ledger.errors import (
     NotFoundError,
 )
@@ -32,6 +31,7 @@ from ledger.payments import (
     checkout_id,
     payment_intent_index_id,
 )
+from ledger.plan import Plan
 from ledger.receipts import (
     PaymentReceipt,
 )

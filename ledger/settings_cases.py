@@ -21,7 +21,6 @@ from ledger.commands import (
     Origin,
     SeedDefaults,
 )
-from ledger.commit import Plan
 from ledger.config import (
     DEFAULT_PACKAGES,
     PACKAGE_FIELDS,
@@ -37,6 +36,7 @@ from ledger.errors import (
 )
 from ledger.ids import BILLING_CONFIG_ID, PACKAGE_CATALOGUE_ID
 from ledger.pipeline import Pipeline, _who
+from ledger.plan import Plan
 from ledger.receipts import (
     ChangeReceipt,
     PackageReceipt,

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from ledger.application import Ledger
-from ledger.commands import DebitUsage, GrantCredits, IdempotencyKey
+from ledger.commands import DebitUsage, GrantCredits, IdempotencyKey, InitializeAccount
 from ledger.errors import IdempotencyConflictError, InsufficientCreditsError, StoreUnavailableError
 from ledger.ids import account_id
 from ledger.persistence import postgres_env
@@ -378,15 +378,21 @@ def test_a_writer_that_trusts_its_cache_still_decides_on_what_another_process_wr
     try:
         grant(first, "shared", 100_000)
         debit(first, "shared", 10, "warm")()
+        first.initialize_account(InitializeAccount(user_id="shared"), idempotency=None, now=T0)
+        # When the other process spends, an answer that only reads the account (setting up one already set
+        # up) tells the log's balance, not the cached one
+        debit(second, "shared", 990, "spent-elsewhere")()
+        again = first.initialize_account(InitializeAccount(user_id="shared"), idempotency=None, now=T0)
+        assert (again.created, again.balance_after_millicredits) == (False, 99_000)
         # When the other process grants credits, then a debit needs them: it is not refused on the cached copy
         grant(second, "shared", 200_000)
         assert debit(first, "shared", 150_000, "needs-the-grant")().amount_millicredits == 150_000
         # And when the other process spends nearly all, a debit the cached copy would allow is refused: the
         # stale copy's save fails on its version, and the debit is decided again on the log's state
-        debit(second, "shared", 140_000, "spent-elsewhere")()
+        debit(second, "shared", 140_000, "spent-nearly-all")()
         with pytest.raises(InsufficientCreditsError):
             debit(first, "shared", 100_000, "too-much-now")()
-        assert first.get_balance("shared", now=T0).balance_millicredits == 9_990
+        assert first.get_balance("shared", now=T0).balance_millicredits == 9_000
     finally:
         first.close()
         second.close()
