@@ -87,6 +87,10 @@ class RequestMetricsMiddleware(PrometheusMiddleware):
 
         try:
             await self.app(scope, receive, noting_send)
+        except Exception as error:
+            # Raised past us (a rate-limit refusal): the app's outer handler answers it with this status.
+            span[0], span[1] = getattr(error, "status_code", 500), time.perf_counter() - started
+            raise
         finally:
             self.end(method, path, int(span[0]), span[1])
 
