@@ -125,6 +125,8 @@ async def _principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Pri
     role = token.extras.get("role")
     if not isinstance(role, str) or role not in ROLES or not 1 <= len(token.sub) <= MAX_SUB_LENGTH:
         return None  # Litestar answers 401.
+    if "\x00" in token.sub:
+        return None  # The sub is stored with what its holder does, and PostgreSQL's text cannot hold NUL.
     return Principal(sub=token.sub, role=cast("Role", role))
 
 

@@ -78,6 +78,8 @@ async def _endpoint_refusals(
         errors["event_types"] = words.refusals["no-types"]
     if len(description) > MAX_DESCRIPTION:
         errors["description"] = words.refusals["too-long"].format(limit=MAX_DESCRIPTION)
+    elif "\x00" in description:
+        errors["description"] = words.refusals["nul"]  # PostgreSQL's text cannot hold it.
     return errors
 
 
