@@ -95,8 +95,7 @@ class LedgerApp(Litestar):
     hot: HotPath | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        route = self.hot.route(scope) if self.hot is not None else None
-        if route is not None and self.hot is not None:
+        if self.hot is not None and (route := self.hot.route(scope)) is not None:
             scope["app"] = scope["litestar_app"] = self
             scope.setdefault("state", {})
             delegated = await self.hot.answer(*route, scope, receive, send)

@@ -34,12 +34,13 @@ from ledger.receipts import Receipt
 R = TypeVar("R", bound=Receipt)
 T = TypeVar("T")
 
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 IdempotencyKeyHeader = Annotated[
     str,
     HeaderParameter(
         name="Idempotency-Key",
         min_length=1,
-        max_length=255,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
         pattern=VISIBLE_ASCII,
         description="1 to 255 visible ASCII characters, chosen by the caller; scoped to the caller and endpoint.",
     ),
@@ -50,7 +51,7 @@ OptionalIdempotencyKeyHeader = Annotated[
         name="Idempotency-Key",
         required=False,
         min_length=1,
-        max_length=255,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
         pattern=VISIBLE_ASCII,
         description="Optional here; 1 to 255 visible ASCII characters.",
     ),

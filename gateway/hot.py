@@ -15,6 +15,7 @@ route. The routes stay declared in Litestar, so the OpenAPI document is unchange
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from gateway.auth import ROLES_OPT, BearerMiddleware, Principal
-from gateway.calls import run_command_as
+from gateway.calls import MAX_IDEMPOTENCY_KEY_LENGTH, run_command_as
 from gateway.framing import NEWLINE, end_json_with_newline
 from gateway.logs import begin_request, end_request, request_id_in, send_request_id
 from gateway.metrics import RequestMetricsMiddleware
@@ -40,13 +41,12 @@ from gateway.problems import problem_response
 from gateway.ratelimit import count_request
 from gateway.routes import service
 from gateway.schemas import VISIBLE_ASCII, Body, DebitRequest, ReservationRequest, SettleRequest
+from ledger.application import Ledger
 from ledger.errors import InvalidCommandError
 
 if TYPE_CHECKING:
     from litestar import Litestar
 
-MAX_KEY_LENGTH = 255
-MAX_RESERVATION_ID_LENGTH = 128
 _VISIBLE = re.compile(VISIBLE_ASCII)
 _SETTLE = re.compile(r"^/api/usage/reservations/([^/]+)/settle\Z")
 _JSON = b"application/json"
@@ -62,20 +62,20 @@ class HotRoute:
     template: str  # Litestar's path template: the request metrics' label.
     body: type[Body]
     command: Callable[[Any, str], Any]
-    use_case: str  # The ledger's method for the command.
+    use_case: Callable[..., Any]  # The ledger's method for the command, called on the app's ledger.
     answer: Callable[[Any], msgspec.Struct]
     status: int
 
 
 DEBIT = HotRoute(
-    "debit", "/api/usage/debits", DebitRequest, service.debit_command, "debit_usage", service.debit_answer, 201
+    "debit", "/api/usage/debits", DebitRequest, service.debit_command, Ledger.debit_usage, service.debit_answer, 201
 )
 RESERVE = HotRoute(
     "reserve",
     "/api/usage/reservations",
     ReservationRequest,
     service.reserve_command,
-    "reserve_credits",
+    Ledger.reserve_credits,
     service.reserve_answer,
     201,
 )
@@ -84,7 +84,7 @@ SETTLE = HotRoute(
     "/api/usage/reservations/{reservation_id:str}/settle",
     SettleRequest,
     service.settle_command,
-    "settle_reservation",
+    Ledger.settle_reservation,
     service.settle_answer,
     200,
 )
@@ -118,7 +118,7 @@ class HotPath:
         if exact is not None:
             return exact, ""
         settle = _SETTLE.match(path)
-        if settle is not None and len(settle[1]) <= MAX_RESERVATION_ID_LENGTH:
+        if settle is not None and len(settle[1]) <= service.MAX_RESERVATION_ID_LENGTH:
             return SETTLE, settle[1]
         return None
 
@@ -159,7 +159,7 @@ class HotPath:
         if principal is None or principal.role not in ROLES:
             return None
         idempotency_key = key.decode("latin-1")
-        if len(idempotency_key) > MAX_KEY_LENGTH or not _VISIBLE.match(idempotency_key):
+        if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or not _VISIBLE.match(idempotency_key):
             return None
         try:
             data = msgspec.json.decode(body, type=route.body, strict=True)
@@ -195,7 +195,7 @@ class HotPath:
         if counted is not None and counted.refusal is not None:
             return await self._problem(counted.refusal, rate_headers, scope, receive, send)
         try:
-            use_case = getattr(state.ledger, call.route.use_case)
+            use_case = functools.partial(call.route.use_case, state.ledger)
             receipt = await run_command_as(
                 state, call.principal, call.route.operation, use_case, call.command, call.key
             )

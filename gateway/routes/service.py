@@ -27,7 +27,10 @@ from gateway.schemas import (
 from ledger.commands import DebitUsage, InitializeAccount, ReleaseReservation, ReserveCredits, SettleReservation
 from ledger.receipts import DebitReceipt, ReservationReceipt, SettlementReceipt
 
-ReservationId = Annotated[str, PathParameter(min_length=1, max_length=128, description="The id a reservation returned")]
+MAX_RESERVATION_ID_LENGTH = 128
+ReservationId = Annotated[
+    str, PathParameter(min_length=1, max_length=MAX_RESERVATION_ID_LENGTH, description="The id a reservation returned")
+]
 PathUserId = Annotated[
     str, PathParameter(min_length=1, max_length=128, pattern=VISIBLE_ASCII, description="The user's id")
 ]
