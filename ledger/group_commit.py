@@ -87,5 +87,5 @@ class GroupCommitWriter:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
-            finally:
+                # The committer hands over every answer it sets; these it never reached.
                 post_all(reply for _, reply in batch)
