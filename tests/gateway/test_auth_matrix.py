@@ -363,6 +363,7 @@ BAD_AUTHORIZATIONS: dict[str, Callable[[str], str | None]] = {
     "a token with an empty sub": lambda role: "Bearer " + signed(claims(role, sub="")),
     "a token with a 129-character sub": lambda role: "Bearer " + signed(claims(role, sub="s" * 129)),
     "a token whose sub is a number": lambda role: "Bearer " + signed(claims(role, sub=42)),
+    "a token whose sub holds NUL": lambda role: "Bearer " + signed(claims(role, sub="ops\u0000")),
     "a token without exp": lambda role: "Bearer " + signed(without("exp", claims(role))),
     "a token not valid for another hour": lambda role: "Bearer " + signed(claims(role, nbf=seconds_from_now(3_600))),
     "a malformed token": lambda _: "Bearer not-a-jwt",

@@ -263,6 +263,10 @@ def test_an_endpoint_on_a_loopback_address_is_refused_with_the_reason(gateway: G
             {"url": "https://hooks.example.com/x", "event_types": "credits.nope"},
             "credits.nope is not a notification type",
         ),
+        (
+            {"url": "https://hooks.example.com/x", "event_types": "*", "description": "ops\x00"},
+            "must not contain the NUL character",
+        ),
     ],
 )
 def test_a_refused_endpoint_says_why_and_writes_nothing(gateway: Gateway, fields: dict[str, str], reason: str) -> None:

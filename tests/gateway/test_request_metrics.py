@@ -68,3 +68,26 @@ def test_each_request_is_counted_timed_and_out_of_progress_under_the_librarys_se
     assert not any(
         name == "ledger_requests_error_total" and dict(labels).get("path") == DEBITS["path"] for name, labels in after
     )
+
+
+def test_a_rate_limited_request_is_counted_as_429_on_either_path(clean_database: str) -> None:
+    for gateway in running(clean_database, LEDGER_RATE_LIMIT_SERVICE_PER_MINUTE="1"):
+        before = samples(gateway)
+        # Given two services that have each used their one request of the minute
+        for sub, lean in (("lean-worker", True), ("full-worker", False)):
+            if not lean:
+                gateway.app.hot = None  # type: ignore[attr-defined]
+            service: Api = gateway.client("service", sub)
+            for n in range(2):
+                answer = service.post(
+                    "/api/usage/debits", json={"user_id": "u1", "tokens": 1}, headers={"Idempotency-Key": f"{sub}-{n}"}
+                )
+            # When the second request is refused
+            assert answer.status_code == 429, answer.text
+        after = samples(gateway)
+        # Then each refusal is counted under 429, on the lean path and through Litestar's routes alike
+        assert (
+            value(after, "ledger_requests_total", status_code="429")
+            - value(before, "ledger_requests_total", status_code="429")
+            == 2
+        )
