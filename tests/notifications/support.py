@@ -123,6 +123,10 @@ class Receiver:
             daemon_threads = True
             block_on_close = False
             allow_reuse_address = True
+            # As deep a queue of connections waiting to be accepted as a production server's: with the
+            # socketserver default of 5, a burst of sends overflows it, a dropped connection attempt waits
+            # a second or more to be made again, and under load it can outlast the sender's timeout.
+            request_queue_size = 1024
 
         self.released.clear()
         self._server = Server(("127.0.0.1", self.port), Handler)

@@ -28,6 +28,9 @@ class _Server(ThreadingHTTPServer):
     # Daemon handler threads let the test process exit even while a client keeps a keep-alive connection open.
     daemon_threads = True
     block_on_close = False
+    # A production server's queue of connections waiting to be accepted: with the socketserver default of 5,
+    # a burst of calls overflows it and a dropped connection attempt is made again only a second later.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], store: Store) -> None:
         super().__init__(address, _Handler)
