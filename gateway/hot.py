@@ -5,7 +5,8 @@ These three routes carry nearly all of an AI product's traffic, and Litestar's p
 server CPU in the benchmark's profile. So the app answers them here first, with the same parts the
 routes use: the auth middleware's cache of verified tokens, the request-rate counter, the request
 metrics' series, the request id and access line, and the routes' own command and answer builders
-(``gateway.routes.service``). Errors are answered by the app's own problem mapping.
+(``gateway.routes.service``). Errors are answered by the app's own problem mapping. A successful answer
+leaves in one socket write (``gateway.wire``).
 
 Anything but the plain case goes to Litestar untouched, before any side effect: a token not verified
 before (Litestar verifies it, and the next request comes here), another role, a missing or unusual
@@ -41,6 +42,7 @@ from gateway.problems import problem_response
 from gateway.ratelimit import count_request
 from gateway.routes import service
 from gateway.schemas import VISIBLE_ASCII, Body, DebitRequest, ReservationRequest, SettleRequest
+from gateway.wire import send_whole
 from ledger.application import Ledger
 from ledger.errors import InvalidCommandError
 
@@ -211,6 +213,8 @@ class HotPath:
         ]
         if receipt.replayed:
             headers.append((b"idempotent-replayed", b"true"))
+        if await send_whole(send, call.route.status, headers, content):
+            return call.route.status
         start: HTTPResponseStartEvent = {"type": "http.response.start", "status": call.route.status, "headers": headers}
         whole: HTTPResponseBodyEvent = {"type": "http.response.body", "body": content, "more_body": False}
         await send(start)

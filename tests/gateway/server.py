@@ -73,7 +73,10 @@ class Gateway:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(self.settings, self.ledger, database_url, clock=self.clock, lean_routes=lean_routes)
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            # As `ledger serve` runs it: the gateway writes its own access lines (gateway.logs).
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
