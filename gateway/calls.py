@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -108,17 +108,23 @@ class LedgerCalls:
     async def read(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._in_thread(functools.partial(method, *args, **kwargs), getattr(method, "__name__", "read"))
 
-    async def _within_deadline(self, awaitable: Awaitable[T], what: str) -> T:
+    async def _within_deadline(self, answer: asyncio.Future[T], what: str) -> T:
+        loop = asyncio.get_running_loop()
+        # A timer that cancels the awaited answer at the deadline, not a timeout scope: the scope's task
+        # bookkeeping on entry and exit was a twentieth of the event loop's time under load.
+        expiry = loop.call_at(loop.time() + self.deadline_seconds, answer.cancel)
         try:
-            # A timeout scope, not wait_for: no second future and callback per request; at the deadline the
-            # awaited future is cancelled all the same.
-            async with asyncio.timeout(self.deadline_seconds):
-                return await awaitable
-        except TimeoutError:
+            return await answer
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling() or not answer.cancelled():
+                raise  # The request itself was cancelled (its client went away), not its answer.
             COMMANDS.labels(what, "unanswered").inc()
             raise StoreUnavailableError(
                 f"the ledger did not answer within {self.deadline_seconds} s", outcome_unknown=True
             ) from None
+        finally:
+            expiry.cancel()
 
     async def _in_thread(self, call: Callable[[], T], what: str) -> T:
         # A thread cannot be stopped: past the deadline it is left to finish on its own, and its caller
