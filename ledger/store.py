@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -167,20 +168,16 @@ class LedgerStore(Application):  # type: ignore[type-arg]
         """
         if self.snapshots is None:
             return
+        # Counted once for the batch, not by scanning all its events for each aggregate.
+        new_events = Counter(event.originator_id for event in processing_event.events)
         for aggregate in processing_event.aggregates.values():
             interval = self.snapshotting_intervals.get(type(aggregate))
             if interval is None:
                 continue
-            versions = range(
-                aggregate.version - len(_new_events(processing_event, aggregate.id)) + 1,
-                aggregate.version + 1,
-            )
+            versions = range(aggregate.version - new_events[aggregate.id] + 1, aggregate.version + 1)
             if any(version % interval == 0 for version in versions):
                 try:
                     self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
                 except Exception:
                     log.exception("snapshot of %s at version %s failed", aggregate.id, aggregate.version)
 
-
-def _new_events(processing_event: Any, aggregate_id: UUID) -> list[Any]:
-    return [event for event in processing_event.events if event.originator_id == aggregate_id]
