@@ -180,4 +180,3 @@ class LedgerStore(Application):  # type: ignore[type-arg]
                     self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
                 except Exception:
                     log.exception("snapshot of %s at version %s failed", aggregate.id, aggregate.version)
-
