@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
@@ -25,12 +27,13 @@ from gateway.schemas import (
     usage_tokens,
 )
 from ledger.commands import DebitUsage, InitializeAccount, ReleaseReservation, ReserveCredits, SettleReservation
-from ledger.receipts import DebitReceipt, ReservationReceipt, SettlementReceipt
+from ledger.receipts import Receipt
 
 MAX_RESERVATION_ID_LENGTH = 128
 ReservationId = Annotated[
     str, PathParameter(min_length=1, max_length=MAX_RESERVATION_ID_LENGTH, description="The id a reservation returned")
 ]
+S = TypeVar("S", bound=msgspec.Struct)
 PathUserId = Annotated[
     str, PathParameter(min_length=1, max_length=128, pattern=VISIBLE_ASCII, description="The user's id")
 ]
@@ -38,6 +41,17 @@ PathUserId = Annotated[
 
 # What a metered-work request becomes and what its receipt answers: one definition each, for these
 # routes and for their lean path (gateway.hot).
+
+
+def answer_of(response: type[S]) -> Callable[[Receipt], S]:
+    """A route's answer to a receipt: the response's fields, read from the receipt's fields of the same name."""
+    return lambda receipt: msgspec.convert(receipt, response, from_attributes=True)
+
+
+debit_answer = answer_of(DebitResponse)
+reserve_answer = answer_of(ReservationResponse)
+settle_answer = answer_of(SettlementResponse)
+release_answer = answer_of(ReleaseResponse)
 
 
 def debit_command(data: DebitRequest, _: str = "") -> DebitUsage:
@@ -53,32 +67,12 @@ def debit_command(data: DebitRequest, _: str = "") -> DebitUsage:
     )
 
 
-def debit_answer(receipt: DebitReceipt) -> DebitResponse:
-    return DebitResponse(
-        debit_id=receipt.debit_id,
-        user_id=receipt.user_id,
-        tokens=receipt.tokens,
-        amount_millicredits=receipt.amount_millicredits,
-        balance_after_millicredits=receipt.balance_after_millicredits,
-        available_after_millicredits=receipt.available_after_millicredits,
-    )
-
-
 def reserve_command(data: ReservationRequest, _: str = "") -> ReserveCredits:
     return ReserveCredits(
         user_id=data.user_id,
         estimated_tokens=data.estimated_tokens,
         ttl_seconds=data.ttl_seconds,
         analysis_id=data.analysis_id,
-    )
-
-
-def reserve_answer(receipt: ReservationReceipt) -> ReservationResponse:
-    return ReservationResponse(
-        reservation_id=receipt.reservation_id,
-        held_millicredits=receipt.held_millicredits,
-        expires_at=receipt.expires_at,
-        available_after_millicredits=receipt.available_after_millicredits,
     )
 
 
@@ -89,15 +83,6 @@ def settle_command(data: SettleRequest, reservation_id: str) -> SettleReservatio
         input_tokens=data.input_tokens,
         output_tokens=data.output_tokens,
         model=data.model,
-    )
-
-
-def settle_answer(receipt: SettlementReceipt) -> SettlementResponse:
-    return SettlementResponse(
-        reservation_id=receipt.reservation_id,
-        debited_millicredits=receipt.debited_millicredits,
-        released_millicredits=receipt.released_millicredits,
-        balance_after_millicredits=receipt.balance_after_millicredits,
     )
 
 
@@ -212,12 +197,7 @@ class UsageController(ApiController):
             ReleaseReservation(reservation_id=reservation_id),
             idempotency_key,
         )
-        body = ReleaseResponse(
-            reservation_id=receipt.reservation_id,
-            released_millicredits=receipt.released_millicredits,
-            available_after_millicredits=receipt.available_after_millicredits,
-        )
-        return reply(body, receipt, 200)
+        return reply(release_answer(receipt), receipt, 200)
 
 
 class AccountsController(ApiController):

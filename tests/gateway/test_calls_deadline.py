@@ -5,7 +5,8 @@ begun is dropped; a request whose client went away is cancelled, not answered.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
@@ -71,15 +72,22 @@ def debit(calls: LedgerCalls, ledger: Ledger) -> asyncio.Task[object]:
     return asyncio.create_task(calls.command("debit", ledger.debit_usage, command, idempotency=None, now=T0))
 
 
+@contextlib.asynccontextmanager
+async def writer_held(calls: LedgerCalls, ledger: Ledger, database_url: str) -> AsyncIterator[asyncio.Task[object]]:
+    """The writer held up in a batch: a debit whose append waits for the event table's lock until the end."""
+    with psycopg.connect(database_url) as holder, holder.transaction():
+        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        begun = debit(calls, ledger)
+        await writer_waits_for_the_lock(database_url)
+        yield begun
+
+
 async def test_past_the_deadline_the_caller_hears_unavailable_and_a_command_not_begun_is_dropped(
     ledger: Ledger, clean_database: str
 ) -> None:
     calls = LedgerCalls(ledger, threads=4, deadline_seconds=DEADLINE_SECONDS)
     # Given the writer held up in a batch (its append waits for the event table's lock)
-    with psycopg.connect(clean_database) as holder, holder.transaction():
-        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
-        begun = debit(calls, ledger)
-        await writer_waits_for_the_lock(clean_database)
+    async with writer_held(calls, ledger, clean_database) as begun:
         # When another debit waits behind it past the deadline
         waiting = debit(calls, ledger)
         answers = await asyncio.gather(begun, waiting, return_exceptions=True)
@@ -92,10 +100,7 @@ async def test_past_the_deadline_the_caller_hears_unavailable_and_a_command_not_
 async def test_a_request_whose_client_went_away_is_cancelled_not_answered(ledger: Ledger, clean_database: str) -> None:
     calls = LedgerCalls(ledger, threads=4, deadline_seconds=DEADLINE_SECONDS)
     # Given the writer held up in a batch
-    with psycopg.connect(clean_database) as holder, holder.transaction():
-        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
-        begun = debit(calls, ledger)
-        await writer_waits_for_the_lock(clean_database)
+    async with writer_held(calls, ledger, clean_database) as begun:
         # When the request waiting behind it is cancelled before the deadline (its client went away)
         gone = debit(calls, ledger)
         await asyncio.sleep(0.05)
