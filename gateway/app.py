@@ -148,6 +148,7 @@ def create_app(
         try:
             yield
         finally:
+            await ledger.close_loop_writer()
             await pool.close()
             if stripe is not None:
                 await stripe[1].close_async()  # type: ignore[no-untyped-call]

@@ -3,8 +3,9 @@
 A batch of plans is decided in memory in arrival order (commands on one aggregate see each other's
 effects) and everything it changed is saved, with the idempotency markers, in one transaction. Nobody gets
 an answer before that transaction commits: a refusal too may rest on an earlier command of the batch, so
-it waits as well. The group-commit writer (``ledger.group_commit``) hands it what arrived together; a
-process without one runs each command as a batch of one (``run_alone``).
+it waits as well. The group-commit writer (``ledger.group_commit``) hands it what arrived together; an event
+loop's writer (``ledger.loop_writer``) takes its decision (``decide``) and its answers (``answer``) and
+awaits the append itself; a process without either runs each command as a batch of one (``run_alone``).
 
 If a batch's save fails on a key (a duplicate request whose marker exists, or an aggregate changed by
 another process), it is decided once more on fresh state, and then each command runs alone, which sorts
@@ -56,14 +57,23 @@ class _Decided:
 
 
 @dataclass
-class _Committed:
+class Decision:
+    """A batch decided in memory: each command's answer, and the aggregates and markers to save."""
+
     decided: list[_Decided]
-    recordings: list[Any]
+    to_save: list[Any]
 
 
 @dataclass
-class _Conflicted:
-    """A key collided: a duplicate request whose marker exists, or an aggregate another process changed."""
+class _Committed:
+    decided: list[_Decided]
+    positions: list[int]
+
+
+@dataclass
+class Conflicted:
+    """A key collided (a duplicate request whose marker exists, or an aggregate another process changed), or
+    the batch cannot be saved as decided: it is decided again on fresh state."""
 
     decided: list[_Decided]
 
@@ -99,9 +109,10 @@ class Committer:
         while True:
             attempt = self._attempt(batch, verify=fresh)
             if isinstance(attempt, _Committed):
-                self._answer(attempt.decided, attempt.recordings)
+                self.batches, self.commands = self.batches + 1, self.commands + len(attempt.decided)
+                self.answer(attempt.decided, attempt.positions)
                 return
-            if isinstance(attempt, _Conflicted):
+            if isinstance(attempt, Conflicted):
                 if not fresh:
                     fresh = True  # The failed attempt dropped its aggregates: the next one reads them again.
                     continue
@@ -111,7 +122,7 @@ class Committer:
             if not attempt.fault.outcome_unknown and not reconnected:
                 reconnected = True
                 continue
-            self._after_lost_connection(batch, attempt.fault)
+            self.after_lost_connection(batch, attempt.fault)
             return
 
     def run_alone(self, plan: Plan[R]) -> R:
@@ -126,9 +137,10 @@ class Committer:
             future.set_running_or_notify_cancel()
             attempt = self._attempt([(plan, future)], verify=True)
             if isinstance(attempt, _Committed):
-                self._answer(attempt.decided, attempt.recordings)
+                self.batches, self.commands = self.batches + 1, self.commands + 1
+                self.answer(attempt.decided, attempt.positions)
                 return future.result()  # type: ignore[return-value]
-            if isinstance(attempt, _Conflicted):
+            if isinstance(attempt, Conflicted):
                 replay = self.store.replay(plan.marker_id, plan.idempotency, plan.fingerprint, plan.operation)
                 if replay is not None:
                     return replay  # type: ignore[return-value]
@@ -139,47 +151,67 @@ class Committer:
             reconnected = True
         raise ConcurrencyError(f"{plan.what} kept changing")
 
-    def _attempt(self, batch: Batch, *, verify: bool) -> _Committed | _Conflicted | _Lost:
+    @property
+    def conflicted_lately(self) -> bool:
+        """Whether a save failed on a key lately: cached accounts are then checked against the log first."""
+        return time.monotonic() - self._conflicted_at < TRUST_AFTER_SECONDS
+
+    def collided(self) -> None:
+        """A save failed on a key: another process may be writing these accounts."""
+        self._conflicted_at = time.monotonic()
+
+    def _attempt(self, batch: Batch, *, verify: bool) -> _Committed | Conflicted | _Lost:
         """Decide and save a batch once. Its cached accounts are checked against the log when ``verify`` is
         set or a save failed on a key lately; otherwise they are trusted (a stale copy fails its save)."""
         held: dict[int, threading.Lock] = {}
         working: dict[UUID, Any] = {}
-        checked = verify or time.monotonic() - self._conflicted_at < TRUST_AFTER_SECONDS
+        checked = verify or self.conflicted_lately
         try:
-            decided, to_save = self._decide_all(batch, working, held, checked=checked)
-            if not checked and any(_read_only(item) for item in decided):
-                # A refusal, or an answer that only read its account, saves nothing of the account, so a stale
-                # copy would not fail it: it may rest on a balance another process has moved on from. The batch
-                # is decided again on the log's state.
-                self._forget(working)
-                return _Conflicted(decided)
-            if any(item.unsaveable for item in decided):
-                # Decided again on fresh state, then one command at a time, where no refusal shares its
-                # aggregate with another command.
-                self._forget(working)
-                return _Conflicted(decided)
-            recordings = self.store.save(*to_save) if to_save else []
+            lock_all(batch, held, blocking=True)
+            # Every account of the batch, up to date in the cache, in two queries.
+            ids = list(dict.fromkeys(plan.aggregate_id for plan, _ in batch))
+            self.store.refresh_accounts(ids, cached_too=checked)
+            decision = self.decide(batch, working, checked=checked)
+            if isinstance(decision, Conflicted):
+                return decision
+            recordings = self.store.save(*decision.to_save) if decision.to_save else []
         except IntegrityError:
-            self._forget(working)
-            self._conflicted_at = time.monotonic()
-            return _Conflicted(decided)
+            self.forget(working)
+            self.collided()
+            return Conflicted(decision.decided)
         except CONNECTION_FAULTS as lost:
             # Nothing of this batch is known to have committed: the aggregates it changed in memory must
             # go, and so must every pooled connection that died with the one this batch held.
-            self._forget(working)
+            self.forget(working)
             self.store.discard_broken_connections()
             if isinstance(lost, StoreUnavailableError):
                 return _Lost(lost)
             return _Lost(StoreUnavailableError(str(lost), outcome_unknown=False))
         except BaseException:
-            self._forget(working)
+            self.forget(working)
             raise
         finally:
-            for lock in held.values():
-                lock.release()
-        return _Committed(decided, recordings)
+            release_all(held)
+        return _Committed(decision.decided, [r.notification.id for r in recordings if r.notification is not None])
 
-    def _after_lost_connection(self, batch: Batch, fault: StoreUnavailableError) -> None:
+    def decide(self, batch: Batch, working: dict[UUID, Any], *, checked: bool) -> Decision | Conflicted:
+        """Decide a batch whose account locks are held, in memory: what to save, or that it cannot be saved as
+        decided (then nothing it changed stays in memory). ``checked``: its cached accounts are the log's."""
+        decision = self._decide_all(batch, working)
+        if not checked and any(_read_only(item) for item in decision.decided):
+            # A refusal, or an answer that only read its account, saves nothing of the account, so a stale
+            # copy would not fail it: it may rest on a balance another process has moved on from. The batch
+            # is decided again on the log's state.
+            self.forget(working)
+            return Conflicted(decision.decided)
+        if any(item.unsaveable for item in decision.decided):
+            # Decided again on fresh state, then one command at a time, where no refusal shares its
+            # aggregate with another command.
+            self.forget(working)
+            return Conflicted(decision.decided)
+        return decision
+
+    def after_lost_connection(self, batch: Batch, fault: StoreUnavailableError) -> None:
         """Answer a batch whose connection was lost twice, or lost while committing.
 
         When the commit's outcome is unknown, no caller may be told it succeeded or was refused: each
@@ -194,17 +226,8 @@ class Committer:
             else:
                 settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
 
-    def _decide_all(
-        self, batch: Batch, working: dict[UUID, Any], held: dict[int, threading.Lock], *, checked: bool
-    ) -> tuple[list[_Decided], list[Any]]:
+    def _decide_all(self, batch: Batch, working: dict[UUID, Any]) -> Decision:
         markers: dict[UUID, tuple[Plan[Any], Receipt]] = {}
-        for plan, _ in batch:
-            if id(plan.lock) not in held:
-                plan.lock.acquire()
-                held[id(plan.lock)] = plan.lock
-        # Every account of the batch, up to date in the cache, in two queries.
-        ids = list(dict.fromkeys(plan.aggregate_id for plan, _ in batch))
-        self.store.refresh_accounts(ids, cached_too=checked)
         decided = [self._decide(plan, future, working, markers) for plan, future in batch]
         # An aggregate a command only looked at (a refusal, nothing due) has nothing to save.
         to_save = [aggregate for aggregate in working.values() if aggregate.pending_events]
@@ -226,12 +249,10 @@ class Committer:
                     now=plan.now,
                 )
             )
-        return decided, to_save
+        return Decision(decided, to_save)
 
-    def _answer(self, decided: list[_Decided], recordings: list[Any]) -> None:
-        self.batches += 1
-        self.commands += len(decided)
-        positions = [r.notification.id for r in recordings if r.notification is not None]
+    def answer(self, decided: list[_Decided], positions: list[int]) -> None:
+        """Answer every caller of a committed batch; ``positions`` are its events' places in the log."""
         position = max(positions) if positions else None
         for item in decided:
             if item.error is not None:
@@ -249,7 +270,7 @@ class Committer:
             item.future.set_result(receipt)
         post_all(item.future for item in decided)  # Answered now, not after the rest of the batch's retries.
 
-    def _forget(self, working: dict[UUID, Any]) -> None:
+    def forget(self, working: dict[UUID, Any]) -> None:
         """Drop aggregates changed in memory by a batch that did not commit, so nobody reads them."""
         cache = self.store.repository.cache
         if cache is None:
@@ -341,7 +362,23 @@ class Committer:
         if plan.aggregate_id in working:
             item.unsaveable = True  # Earlier commands of the batch changed it too: the attempt goes.
         else:
-            self._forget({plan.aggregate_id: aggregate})
+            self.forget({plan.aggregate_id: aggregate})
+
+
+def lock_all(batch: Batch, held: dict[int, threading.Lock], *, blocking: bool) -> bool:
+    """Take the account locks of a batch into ``held``; without ``blocking``, False if one is taken."""
+    for plan, _ in batch:
+        if id(plan.lock) not in held:
+            if not plan.lock.acquire(blocking=blocking):
+                return False
+            held[id(plan.lock)] = plan.lock
+    return True
+
+
+def release_all(held: dict[int, threading.Lock]) -> None:
+    for lock in held.values():
+        lock.release()
+    held.clear()
 
 
 def _read_only(item: _Decided) -> bool:

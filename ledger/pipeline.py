@@ -1,8 +1,10 @@
 """The write pipeline: every command is planned, then decided and saved with its marker (``ledger.commit``).
 
 A command is planned (``Plan``: its aggregate, its lock, how to load it and how to decide), then run: by
-the group-commit writer when it is on (``serve``), else as a batch of one on the caller's thread. Either
-way it goes through the same decide-and-save (``Committer``); conflicts are resolved by the database.
+group commit when it is on (``serve``), on the caller's event loop where the batch needs no reading
+(``ledger.loop_writer``) and otherwise on the writer thread (``ledger.group_commit``), else as a batch of
+one on the caller's thread. Every way goes through the same decision (``Committer``); conflicts are
+resolved by the database.
 Within one process, commands on the same account take a lock first, so they do not conflict with each
 other at all.
 """
@@ -24,6 +26,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
 from ledger.account import CreditAccount
+from ledger.appender import Appender, ConnectTo
 from ledger.commands import (
     AdjustCredits,
     Command,
@@ -42,6 +45,7 @@ from ledger.errors import IdempotencyConflictError
 from ledger.group_commit import GroupCommitWriter
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, account_id
+from ledger.loop_writer import LoopWriter
 from ledger.plan import Plan
 from ledger.receipts import (
     AdjustmentReceipt,
@@ -57,6 +61,7 @@ from ledger.receipts import (
     SettingsReceipt,
     SettlementReceipt,
 )
+from ledger.recorder import LedgerRecorder
 from ledger.replies import LoopReply, Mailbox
 from ledger.store import LedgerStore
 
@@ -88,6 +93,10 @@ class Pipeline(LedgerStore):
         self._planners: dict[type[Command], Planner] = {}
         # Each event loop's mailbox for ``submit_async``; a loop that is gone takes its mailbox with it.
         self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Mailbox] = weakref.WeakKeyDictionary()
+        # Each event loop's own group commit (``ledger.loop_writer``); None where the store is not PostgreSQL.
+        self._loop_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWriter | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def billing_settings(self) -> BillingSettings:
         with self._settings_lock:
@@ -188,7 +197,13 @@ class Pipeline(LedgerStore):
         reply = LoopReply(loop.create_future(), mailbox)
         plan = self._planners[type(command)](command, idempotency, now, origin)
         if self._writer is not None:
-            self._writer.submit_reply(plan, reply)
+            loop_writer = self._loop_writers.get(loop)
+            if loop_writer is None:
+                loop_writer = self._loop_writers.setdefault(loop, self._new_loop_writer(self._writer))
+            if loop_writer is not None:
+                loop_writer.submit(plan, reply)
+            else:
+                self._writer.submit_reply(plan, reply)
         else:
             settle(reply, lambda: self._committer.run_alone(plan))
             mailbox.post()
@@ -205,7 +220,32 @@ class Pipeline(LedgerStore):
             writer = GroupCommitWriter(self._committer, max_batch=max_batch, max_wait_seconds=max_wait_seconds)
             self._writer = writer.start()
 
+    def _new_loop_writer(self, thread: GroupCommitWriter) -> LoopWriter | None:
+        if not isinstance(self.recorder, LedgerRecorder):
+            return None
+        env = self.env
+        target = ConnectTo(
+            host=env.get("POSTGRES_HOST", ""),
+            port=int(env.get("POSTGRES_PORT", "5432")),
+            database=env.get("POSTGRES_DBNAME", ""),
+            user=env.get("POSTGRES_USER", ""),
+            password=env.get("POSTGRES_PASSWORD", ""),
+            connect_timeout_seconds=float(env.get("POSTGRES_CONNECT_TIMEOUT", "5")),
+            lock_timeout_seconds=float(self.recorder.datastore.lock_timeout),
+        )
+        return LoopWriter(self, self._committer, Appender(target), thread, max_batch=thread.max_batch)
+
+    async def close_loop_writer(self) -> None:
+        """Finish this event loop's batches and close its connection; for a server shutting down."""
+        loop_writer = self._loop_writers.pop(asyncio.get_running_loop(), None)
+        if loop_writer is not None:
+            await loop_writer.close()
+
     def close(self) -> None:
+        for loop_writer in list(self._loop_writers.values()):
+            if loop_writer is not None:
+                loop_writer.appender.terminate()
+        self._loop_writers.clear()
         if self._writer is not None:
             self._writer.stop()
             self._writer = None

@@ -63,19 +63,21 @@ class LedgerRecorder(PostgresApplicationRecorder):
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 sent = True
                 rows = curs.execute(
-                    self.append_statement,
-                    (
-                        self.lock_timeout,
-                        [event.originator_id for event in stored_events],
-                        [event.originator_version for event in stored_events],
-                        [event.topic for event in stored_events],
-                        [event.state for event in stored_events],
-                    ),
-                    prepare=True,
+                    self.append_statement, (self.lock_timeout, *append_arguments(stored_events)), prepare=True
                 ).fetchall()
         except (OperationalError, InterfaceError, StoreOperationalError, StoreInterfaceError) as lost:
             raise StoreUnavailableError(str(lost), outcome_unknown=sent and not _answered(lost)) from lost
         return [row["notification_id"] for row in rows]
+
+
+def append_arguments(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
+    """The append function's four arrays, one element per event, in the order they are to be recorded."""
+    return (
+        [event.originator_id for event in stored_events],
+        [event.originator_version for event in stored_events],
+        [event.topic for event in stored_events],
+        [event.state for event in stored_events],
+    )
 
 
 def _answered(error: BaseException) -> bool:

@@ -40,6 +40,8 @@ class Mailbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weakly: the pipeline keeps a mailbox per loop for as long as the loop lives, and no longer.
         self._loop = weakref.ref(loop)
+        # Answers set on the loop's own thread go straight to their futures.
+        self.thread = threading.get_ident()
         self._lock = threading.Lock()
         self._answers: list[Answer] = []
 
@@ -74,11 +76,17 @@ class LoopReply:
 
     def set_result(self, result: Receipt) -> None:
         self._answered = True
-        self.mailbox.put((self.future, result, None))
+        if threading.get_ident() == self.mailbox.thread:
+            _deliver([(self.future, result, None)])
+        else:
+            self.mailbox.put((self.future, result, None))
 
     def set_exception(self, exception: BaseException | None) -> None:
         self._answered = True
-        self.mailbox.put((self.future, None, exception))
+        if threading.get_ident() == self.mailbox.thread:
+            _deliver([(self.future, None, exception)])
+        else:
+            self.mailbox.put((self.future, None, exception))
 
     def done(self) -> bool:
         return self._answered or self.future.done()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
-from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import Notification, Recording, StoredEvent
 
 from ledger.account import CreditAccount
 from ledger.errors import (
@@ -133,17 +134,35 @@ class LedgerStore(Application):  # type: ignore[type-arg]
         protocol checks, which cost about 3% of a debit's CPU in the benchmark's profile; everything
         this ledger saves is an aggregate.
         """
+        processing_event = self.collect(objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
+
+    def collect(self, aggregates: Iterable[Any], **kwargs: Any) -> ProcessingEvent[UUID]:
+        """The new events of these aggregates, as the library's ``save`` gathers them to record."""
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
-        for aggregate in objs:
+        for aggregate in aggregates:
             if not isinstance(aggregate, Aggregate):
                 raise TypeError(f"not an aggregate: {aggregate!r}")
             processing_event.events.extend(aggregate.collect_events())
             processing_event.aggregates[aggregate.id] = aggregate
         processing_event.saved_kwargs.update(kwargs)
-        recordings = self._record(processing_event)
-        self._take_snapshots(processing_event)
+        return processing_event
+
+    def recorded(
+        self, processing_event: ProcessingEvent[UUID], stored_events: Sequence[StoredEvent], positions: Sequence[int]
+    ) -> list[Snapshot]:
+        """What ``save`` does once the events are appended elsewhere (at ``positions``), save the snapshots
+        due, which it returns for the caller to put in the store when it can wait."""
+        recordings = [
+            Recording(event, Notification(s.originator_id, s.originator_version, s.topic, s.state, id=position))
+            for event, s, position in zip(processing_event.events, stored_events, positions, strict=True)
+        ]
+        self._cache_accounts(processing_event)
         self._notify(recordings)
-        return recordings
+        return self._snapshots_due(processing_event)
 
     def _record(self, processing_event: Any) -> Any:
         """Record, then keep the saved accounts in the cache.
@@ -153,30 +172,46 @@ class LedgerStore(Application):  # type: ignore[type-arg]
         committed state, so it goes into the cache as it is.
         """
         recordings = super()._record(processing_event)
+        self._cache_accounts(processing_event)
+        return recordings
+
+    def _cache_accounts(self, processing_event: ProcessingEvent[UUID]) -> None:
         cache = self.repository.cache
         if cache is not None:
             for aggregate_id, aggregate in processing_event.aggregates.items():
                 if isinstance(aggregate, CreditAccount):
                     cache.put(aggregate_id, aggregate)
-        return recordings
 
     def _take_snapshots(self, processing_event: Any) -> None:
         """Snapshot from the aggregate in memory, which is exactly the saved state.
 
         The library's version rebuilds the aggregate from the database first, a second read on the
-        write path. A failure here must not fail the command: its events are already committed.
+        write path.
         """
-        if self.snapshots is None:
+        self.put_snapshots(self._snapshots_due(processing_event))
+
+    def put_snapshots(self, snapshots: list[Snapshot]) -> None:
+        """A failure here must not fail the command: its events are already committed."""
+        if self.snapshots is None or not snapshots:
             return
+        try:
+            self.snapshots.put(snapshots)
+        except Exception:
+            log.exception(
+                "snapshots of %s failed", ", ".join(f"{s.originator_id}@{s.originator_version}" for s in snapshots)
+            )
+
+    def _snapshots_due(self, processing_event: Any) -> list[Snapshot]:
+        if self.snapshots is None:
+            return []
         # Counted once for the batch, not by scanning all its events for each aggregate.
         new_events = Counter(event.originator_id for event in processing_event.events)
+        due: list[Snapshot] = []
         for aggregate in processing_event.aggregates.values():
             interval = self.snapshotting_intervals.get(type(aggregate))
             if interval is None:
                 continue
             versions = range(aggregate.version - new_events[aggregate.id] + 1, aggregate.version + 1)
             if any(version % interval == 0 for version in versions):
-                try:
-                    self.snapshots.put([type(aggregate).Snapshot.take(aggregate)])
-                except Exception:
-                    log.exception("snapshot of %s at version %s failed", aggregate.id, aggregate.version)
+                due.append(type(aggregate).Snapshot.take(aggregate))
+        return due

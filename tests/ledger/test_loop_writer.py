@@ -1,0 +1,209 @@
+"""Group commit on the caller's event loop (``ledger.loop_writer``): a batch whose accounts are in memory is
+decided and appended on the loop; everything else (an account to read, a refusal, another process's
+write, a lost connection) goes to the writer thread, and every caller still gets its own exact answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from ledger import loop_writer
+from ledger.appender import APPLICATION_NAME
+from ledger.application import Ledger
+from ledger.commands import DebitUsage, GrantCredits, IdempotencyKey
+from ledger.errors import InsufficientCreditsError, StoreUnavailableError
+from ledger.ids import account_id
+from ledger.persistence import postgres_env
+from tests.conftest import T0
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def ledger(clean_database: str) -> Iterator[Ledger]:
+    ledger = Ledger(postgres_env(clean_database))
+    ledger.seed(now=T0)
+    ledger.enable_group_commit(max_batch=64)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def grant(ledger: Ledger, user: str, amount: int) -> None:
+    ledger.grant_credits(
+        GrantCredits(user_id=user, amount_millicredits=amount, source="admin"), idempotency=None, now=T0
+    )
+
+
+def debit(ledger: Ledger, user: str, tokens: int, key: str | None) -> asyncio.Future[Any]:
+    idempotency = IdempotencyKey("svc", key) if key is not None else None
+    return ledger.submit_async(DebitUsage(user_id=user, tokens=tokens), idempotency=idempotency, now=T0)
+
+
+async def answers(*futures: asyncio.Future[Any]) -> list[Any]:
+    return list(await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 15))
+
+
+def thread_commands(ledger: Ledger) -> int:
+    """Commands the writer thread has decided and saved."""
+    return ledger._writer.commands  # type: ignore[union-attr]
+
+
+def loop_commands(ledger: Ledger) -> int:
+    """Commands event loops have decided and saved themselves."""
+    return sum(writer.commands for writer in ledger._loop_writers.values() if writer is not None)
+
+
+def debits_in_log(url: str, user: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM ledger_events WHERE originator_id = %s AND topic LIKE '%%CreditsDebited'",
+            (account_id(user),),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_debits_on_accounts_in_memory_are_committed_on_the_loop_not_the_writer_thread(
+    ledger: Ledger, clean_database: str
+) -> None:
+    # Given two accounts in memory (their grants went through the writer thread)
+    grant(ledger, "a", 1_000_000)
+    grant(ledger, "b", 1_000_000)
+    before = thread_commands(ledger)
+    # When debits on both arrive together from an event loop
+    results = await answers(*(debit(ledger, user, 100, f"{user}-{n}") for n in range(10) for user in ("a", "b")))
+    # Then each caller has its own receipt, and the loop committed them all, the writer thread none
+    assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 20, results
+    assert len({result.balance_after_millicredits for result in results if result.user_id == "a"}) == 10
+    assert (thread_commands(ledger), loop_commands(ledger)) == (before, 20)
+    assert debits_in_log(clean_database, "a") == debits_in_log(clean_database, "b") == 10
+    assert ledger.get_balance("a", now=T0).balance_millicredits == 1_000_000 - 10 * 100
+    # And the same keys again are the first answers, replayed, with nothing written
+    again = await answers(debit(ledger, "a", 100, "a-3"))
+    assert again[0].replayed and again[0].balance_after_millicredits == results[6].balance_after_millicredits
+    assert debits_in_log(clean_database, "a") == 10
+
+
+async def test_an_account_not_in_memory_is_read_and_decided_by_the_writer_thread(
+    ledger: Ledger, clean_database: str
+) -> None:
+    # Given an account another process funded, which this one has never read
+    other = Ledger(postgres_env(clean_database))
+    try:
+        grant(other, "elsewhere", 5_000)
+    finally:
+        other.close()
+    before = thread_commands(ledger)
+    # When it is debited from an event loop, then the writer thread reads it and answers
+    (receipt,) = await answers(debit(ledger, "elsewhere", 2_000, "first"))
+    assert receipt.balance_after_millicredits == 3_000
+    assert thread_commands(ledger) == before + 1
+    # And once in memory, its next debit is the loop's
+    (receipt,) = await answers(debit(ledger, "elsewhere", 1_000, "second"))
+    assert receipt.balance_after_millicredits == 2_000
+    assert thread_commands(ledger) == before + 1
+
+
+async def test_a_refusal_is_decided_again_on_the_log_and_writes_nothing(ledger: Ledger, clean_database: str) -> None:
+    grant(ledger, "poor", 500)
+    # When two debits that fit and one that does not arrive together
+    results = await answers(debit(ledger, "poor", 200, "fits-1"), debit(ledger, "poor", 2_000, "too-much"),
+                            debit(ledger, "poor", 200, "fits-2"))  # fmt: skip
+    # Then the one that does not fit is refused, alone, and the others are applied
+    assert [type(result).__name__ for result in results] == [
+        "DebitReceipt",
+        "InsufficientCreditsError",
+        "DebitReceipt",
+    ], results
+    assert debits_in_log(clean_database, "poor") == 2
+    assert ledger.get_balance("poor", now=T0).balance_millicredits == 100
+
+
+async def test_another_processs_spending_is_seen_before_a_debit_from_memory_is_applied(
+    ledger: Ledger, clean_database: str
+) -> None:
+    # Given the account in this process's memory
+    grant(ledger, "shared", 100_000)
+    await answers(debit(ledger, "shared", 10, "warm"))
+    # When another process spends nearly all of it
+    other = Ledger(postgres_env(clean_database))
+    try:
+        other.debit_usage(
+            DebitUsage(user_id="shared", tokens=99_000), idempotency=IdempotencyKey("svc", "elsewhere"), now=T0
+        )
+    finally:
+        other.close()
+    # Then a debit the copy in memory would allow is refused: its append collides on the account's version,
+    # and the writer thread decides it again on the log's state
+    (refused,) = await answers(debit(ledger, "shared", 10_000, "too-much-now"))
+    assert isinstance(refused, InsufficientCreditsError), refused
+    assert ledger.get_balance("shared", now=T0).balance_millicredits == 990
+    assert debits_in_log(clean_database, "shared") == 2
+
+
+async def appender_waits_for_the_lock(url: str) -> int:
+    """The backend of the loop's connection, once its append waits for the event table's lock."""
+    for _ in range(200):
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT a.pid FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid"
+                " WHERE a.application_name = %s AND NOT l.granted",
+                (APPLICATION_NAME,),
+            ).fetchone()
+        if row is not None:
+            return int(row[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError("the loop's append never waited for the lock")
+
+
+async def test_a_connection_lost_while_appending_is_settled_by_each_commands_marker(
+    ledger: Ledger, clean_database: str
+) -> None:
+    grant(ledger, "unsure", 1_000_000)
+    await answers(debit(ledger, "unsure", 10, "warm"))
+    # Given the loop's append waiting for the event table's lock
+    with psycopg.connect(clean_database) as holder, holder.transaction():
+        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        keyed = debit(ledger, "unsure", 10, "keyed")
+        keyless = debit(ledger, "unsure", 10, None)
+        pid = await appender_waits_for_the_lock(clean_database)
+        # When its connection is cut while the statement is out
+        with psycopg.connect(clean_database, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    # Then the keyed debit is decided again through its marker and applied once; the keyless one, which cannot
+    # be told from a new request, hears that the outcome is unknown: never a receipt for a debit not in the log
+    results = await answers(keyed, keyless)
+    assert type(results[0]).__name__ == "DebitReceipt", results
+    assert isinstance(results[1], StoreUnavailableError) and results[1].outcome_unknown, results
+    assert debits_in_log(clean_database, "unsure") == 2
+    # And the next debit reconnects and commits
+    (receipt,) = await answers(debit(ledger, "unsure", 10, "after"))
+    assert receipt.balance_after_millicredits == 1_000_000 - 3 * 10
+    assert debits_in_log(clean_database, "unsure") == 3
+
+
+async def test_commands_past_the_waiting_limit_hear_at_once_that_the_ledger_is_busy(
+    ledger: Ledger, clean_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop_writer, "MAX_WAITING", 2)
+    grant(ledger, "queued", 1_000_000)
+    await answers(debit(ledger, "queued", 10, "warm"))
+    # Given one batch appending (held up by the table lock) and two commands waiting for the next
+    with psycopg.connect(clean_database) as holder, holder.transaction():
+        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        first = debit(ledger, "queued", 10, "first")
+        await appender_waits_for_the_lock(clean_database)
+        waiting = [debit(ledger, "queued", 10, f"waiting-{n}") for n in range(2)]
+        # When one more arrives, then it is refused at once, with nothing written
+        (busy,) = await answers(debit(ledger, "queued", 10, "one-too-many"))
+        assert isinstance(busy, StoreUnavailableError) and not busy.outcome_unknown, busy
+    # And the others are applied once the lock is free
+    results = await answers(first, *waiting)
+    assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 3, results
+    assert debits_in_log(clean_database, "queued") == 4
