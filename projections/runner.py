@@ -207,25 +207,35 @@ class ProjectionRunner:
             listener = Listener(conn)
             self.active = True
             log.info("projections %s active", self.name)
-            while not stop.is_set():
-                # Notifications of commits made before this batch reads are of no use: they are dropped
-                # first, so that one of a commit made after the read still wakes the wait below.
-                listener.forget()
-                started = time.monotonic()
-                count = self.run_batch(conn)
-                backoff.reset()
-                if count >= self.batch_size:
-                    continue
-                if count >= PACE_FROM_EVENTS:
-                    stop.wait(self.interval_seconds - (time.monotonic() - started))
-                    continue
-                # Light traffic: the next commit's notification, not another look at once, starts the next
-                # batch (a look that finds nothing cost each runner a transaction per commit). While commits
-                # keep coming, a few more join it: a batch's fixed cost (its statements) was most of the
-                # projection process's CPU when each batch carried one event.
-                listener.wait(IDLE_WAIT_SECONDS)
-                if count:
-                    stop.wait(GATHER_SECONDS)
+            try:
+                self._follow(conn, listener, stop, backoff)
+            finally:
+                # Cleared as the connection (and with it the lock) is given up, before any pause to
+                # reconnect: a standby may hold the lock by the time that pause ends.
+                self.active = False
+
+    def _follow(
+        self, conn: psycopg.Connection[Any], listener: Listener, stop: threading.Event, backoff: Backoff
+    ) -> None:
+        while not stop.is_set():
+            # Notifications of commits made before this batch reads are of no use: they are dropped
+            # first, so that one of a commit made after the read still wakes the wait below.
+            listener.forget()
+            started = time.monotonic()
+            count = self.run_batch(conn)
+            backoff.reset()
+            if count >= self.batch_size:
+                continue
+            if count >= PACE_FROM_EVENTS:
+                stop.wait(self.interval_seconds - (time.monotonic() - started))
+                continue
+            # Light traffic: the next commit's notification, not another look at once, starts the next
+            # batch (a look that finds nothing cost each runner a transaction per commit). While commits
+            # keep coming, a few more join it: a batch's fixed cost (its statements) was most of the
+            # projection process's CPU when each batch carried one event.
+            listener.wait(IDLE_WAIT_SECONDS)
+            if count:
+                stop.wait(GATHER_SECONDS)
 
 
 def _prefixes(projection: Projection) -> tuple[str, ...]:

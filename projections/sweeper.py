@@ -77,7 +77,11 @@ class HoldSweeper:
             if not stand_by(conn, [self.name], stop, backoff):
                 return
             self.active = True
-            while not stop.is_set():
-                self.sweep(conn)
-                backoff.reset()
-                stop.wait(SWEEP_INTERVAL_SECONDS)
+            try:
+                while not stop.is_set():
+                    self.sweep(conn)
+                    backoff.reset()
+                    stop.wait(SWEEP_INTERVAL_SECONDS)
+            finally:
+                # Cleared as the lock is given up, before any pause to reconnect (a standby may take it).
+                self.active = False

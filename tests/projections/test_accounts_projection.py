@@ -27,7 +27,9 @@ from ledger.commands import (
 )
 from projections import verify as verify_module
 from projections.accounts import AccountsProjection, ProjectionError
+from projections.recovery import Backoff
 from projections.runner import ProjectionRunner
+from projections.sweeper import HoldSweeper
 from projections.verify import verify
 from tests.conftest import T0
 from tests.ledger.test_properties import run, step
@@ -318,6 +320,39 @@ def test_a_lost_connection_is_survived_and_the_lock_taken_again(pg_ledger: Ledge
         for thread in threads:
             thread.join(timeout=5)
     assert verify(clean_database) == []
+
+
+@pytest.mark.parametrize("job", ["projection accounts", "hold sweeper"])
+def test_a_job_whose_connection_is_lost_is_not_active_while_it_waits_to_reconnect(
+    job: str, pg_ledger: Ledger, clean_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock goes with the connection, so the flag must too: a standby may take the lock during the pause."""
+    monkeypatch.setattr(Backoff, "next_seconds", lambda self: 5.0)
+    worker: ProjectionRunner | HoldSweeper = (
+        ProjectionRunner(clean_database, AccountsProjection())
+        if job == "projection accounts"
+        else HoldSweeper(clean_database, pg_ledger, clock=lambda: T0)
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not worker.active:
+            assert time.monotonic() < deadline, "the job never became active"
+            time.sleep(0.05)
+        # Given the active job, when its connection is cut,
+        assert _terminate_backends_of(clean_database, f"ledger {job}") == 1
+        # then it reports itself inactive long before its five-second pause to reconnect is over (the
+        # sweeper notices at its next sweep, a second at most).
+        deadline = time.monotonic() + 2.5
+        while worker.active:
+            assert time.monotonic() < deadline, "still active after its connection (and lock) was lost"
+            time.sleep(0.02)
+        assert worker.reconnects == 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def test_verify_refuses_an_event_type_it_has_no_rule_for(
