@@ -210,7 +210,7 @@ def _cut_every_other_connection(url: str) -> int:
         )
 
 
-def _debits_in_log(url: str, user: str) -> int:
+def debits_in_log(url: str, user: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM ledger_events WHERE originator_id = %s AND topic LIKE '%%CreditsDebited'",
@@ -227,7 +227,7 @@ def test_a_batch_after_every_pooled_connection_died_commits(batching: Ledger, cl
     # when the next commands arrive, then each commits: the dead connections are found and replaced.
     results = together([debit(batching, "restart", 10, f"after-restart-{n}") for n in range(20)])
     assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 20
-    assert _debits_in_log(clean_database, "restart") == 20
+    assert debits_in_log(clean_database, "restart") == 20
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ def test_a_connection_lost_during_commit_is_settled_by_each_commands_marker(
     keyed, keyless = results[:2], results[2]
     assert [type(result).__name__ for result in keyed] == ["DebitReceipt", "DebitReceipt"], results
     assert type(keyless).__name__ in {"DebitReceipt", "StoreUnavailableError"}, results
-    assert _debits_in_log(clean_database, "unsure") == 2 + (type(keyless).__name__ == "DebitReceipt")
+    assert debits_in_log(clean_database, "unsure") == 2 + (type(keyless).__name__ == "DebitReceipt")
 
 
 class AnswerLostRecorder(LedgerRecorder):
@@ -324,7 +324,7 @@ def test_a_commit_whose_answer_was_lost_answers_keyed_commands_from_their_marker
     keyed, keyless = results[:2], results[2]
     assert [type(result).__name__ for result in keyed] == ["DebitReceipt", "DebitReceipt"], results
     assert type(keyless).__name__ in {"DebitReceipt", "StoreUnavailableError"}, results
-    assert _debits_in_log(clean_database, "committed") == 3
+    assert debits_in_log(clean_database, "committed") == 3
 
 
 def test_a_key_reused_with_another_body_fails_only_its_own_command(batching: Ledger, clean_database: str) -> None:
@@ -343,7 +343,7 @@ def test_a_key_reused_with_another_body_fails_only_its_own_command(batching: Led
     )
     assert isinstance(results[0], IdempotencyConflictError), results
     assert [type(result).__name__ for result in results[1:]] == ["DebitReceipt", "DebitReceipt"], results
-    assert _debits_in_log(clean_database, "reuse") == 3
+    assert debits_in_log(clean_database, "reuse") == 3
 
 
 async def test_a_caller_on_an_event_loop_hears_through_its_own_future_and_one_that_gave_up_is_dropped(
@@ -353,7 +353,7 @@ async def test_a_caller_on_an_event_loop_hears_through_its_own_future_and_one_th
     # A caller on an event loop is answered through a future of its own loop
     receipt = await batching.submit_async(DebitUsage(user_id="looped", tokens=10), idempotency=None, now=T0)
     assert receipt.position > 0
-    assert _debits_in_log(clean_database, "looped") == 1
+    assert debits_in_log(clean_database, "looped") == 1
     # Given the writer held up in a batch (its append waits for the event table's lock)
     with psycopg.connect(clean_database) as holder, holder.transaction():
         holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
@@ -366,7 +366,7 @@ async def test_a_caller_on_an_event_loop_hears_through_its_own_future_and_one_th
     assert (await asyncio.wait_for(first, 10)).position > receipt.position
     await asyncio.sleep(0.3)
     assert second.cancelled()
-    assert _debits_in_log(clean_database, "looped") == 2
+    assert debits_in_log(clean_database, "looped") == 2
 
 
 def test_a_writer_that_trusts_its_cache_still_decides_on_what_another_process_wrote(clean_database: str) -> None:

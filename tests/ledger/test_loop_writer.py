@@ -16,9 +16,9 @@ from ledger.appender import APPLICATION_NAME
 from ledger.application import Ledger
 from ledger.commands import DebitUsage, GrantCredits, IdempotencyKey
 from ledger.errors import InsufficientCreditsError, StoreUnavailableError
-from ledger.ids import account_id
 from ledger.persistence import postgres_env
 from tests.conftest import T0
+from tests.ledger.test_group_commit import debits_in_log
 
 pytestmark = pytest.mark.postgres
 
@@ -57,16 +57,6 @@ def thread_commands(ledger: Ledger) -> int:
 def loop_commands(ledger: Ledger) -> int:
     """Commands event loops have decided and saved themselves."""
     return sum(writer.commands for writer in ledger._loop_writers.values() if writer is not None)
-
-
-def debits_in_log(url: str, user: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM ledger_events WHERE originator_id = %s AND topic LIKE '%%CreditsDebited'",
-            (account_id(user),),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_debits_on_accounts_in_memory_are_committed_on_the_loop_not_the_writer_thread(
