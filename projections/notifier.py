@@ -5,7 +5,8 @@ not a view: ``ledger rebuild`` never replays it, and what it creates is never re
 little state of their own (each account's available balance and whether its low-balance notice is armed,
 the checkouts seen, each user's hourly usage, the billing settings), kept in its own tables at its own
 position, and written in the batch's transaction together with the notifications: a crash rolls back
-both, and the batch applied again derives the same ids (``projections.notices``).
+both, and the batch applied again derives the same ids (``projections.notices``). The tables and the copy
+of them the notifier keeps in memory are ``projections.notifier_state``.
 
 The rules:
 - ``credits.low_balance`` when an account's available balance (balance less open holds) falls below the
@@ -27,14 +28,12 @@ the migration ran) update the state and notify nobody: history that predates the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
 import msgspec
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ledger import account_events as events
 from ledger.account import CreditAccount
@@ -42,58 +41,12 @@ from ledger.config import BillingConfig, BillingSettings
 from ledger.payments import Checkout, checkout_id
 from projections.accounts import ProjectionError
 from projections.notices import Notice, NotificationType, event_cause
+from projections.notifier_state import BASELINE_HOURS, HOUR, Batch, NotifierState, Watch, purchase_grant
 from projections.outbox import Outbox
 
-ACCOUNT_EVENTS: Final = (
-    CreditAccount.Opened,
-    CreditAccount.CreditsGranted,
-    CreditAccount.CreditsDebited,
-    CreditAccount.CreditsReserved,
-    CreditAccount.ReservationSettled,
-    CreditAccount.ReservationReleased,
-    CreditAccount.ReservationExpired,
-    CreditAccount.CreditsRemoved,
-    CreditAccount.CreditsRevoked,
-    CreditAccount.LotExpired,
-)
-HOUR: Final = timedelta(hours=1)
-BASELINE_HOURS: Final = 7 * 24
 # The hours of an hour's week before: from two hours back (the last hour is compared with it) to 169.
 BASELINE_OFFSETS: Final = tuple(HOUR * back for back in range(2, BASELINE_HOURS + 2))
 SECONDS_PER_HOUR: Final = 3_600
-
-
-@dataclass
-class Watch:
-    """One account as the notifier sees it."""
-
-    user_id: str
-    balance_millicredits: int = 0
-    holds: dict[str, int] = field(default_factory=dict)
-    low_balance_armed: bool = False
-    unusual_armed: bool = True
-
-    @property
-    def available_millicredits(self) -> int:
-        return self.balance_millicredits - sum(self.holds.values())
-
-
-@dataclass
-class Batch:
-    settings: BillingSettings
-    live_from: int
-    accounts: dict[UUID, Watch] = field(default_factory=dict)
-    checkouts: dict[UUID, tuple[str, str, str]] = field(default_factory=dict)  # session, user, package
-    new_checkouts: list[tuple[UUID, str, str, str]] = field(default_factory=list)
-    # Each user's tokens per hour, for the hours of the week before this batch's usage.
-    hours: dict[str, dict[datetime, int]] = field(default_factory=dict)
-    touched_hours: set[tuple[str, datetime]] = field(default_factory=set)
-    # Each (user, hour)'s week before, summed once per batch and kept up to date as usage is added: summing
-    # 168 hours for every usage event was most of the projection process's CPU under load.
-    baselines: dict[tuple[str, datetime], int] = field(default_factory=dict)
-    baseline_hours: dict[str, list[datetime]] = field(default_factory=dict)
-    notices: list[Notice] = field(default_factory=list)
-    settings_changed: bool = False
 
 
 def _hour(moment: datetime) -> datetime:
@@ -115,8 +68,9 @@ class Notifier:
     tables: tuple[str, ...] = ()
     topic_prefix: str | tuple[str, ...] = ("ledger.CreditAccount.", "ledger.Checkout.", "ledger.BillingConfig.")
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, state: NotifierState | None = None) -> None:
         self.outbox = outbox
+        self.state = state or NotifierState()
         self._rules: dict[type, Callable[[Batch, int, Any], None]] = {
             CreditAccount.Opened: self._opened,
             CreditAccount.CreditsGranted: self._granted,
@@ -138,83 +92,13 @@ class Notifier:
         }
 
     def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None:
-        batch = self._load(conn, events)
+        batch = self.state.load(conn, events)
         for position, event in events:
             rule = self._rules.get(type(event))
             if rule is not None:
                 rule(batch, position, event)
-        self._write(conn, batch)
+        self.state.write(conn, batch)
         self.outbox.create(conn, [notice for notice in batch.notices if notice.position > batch.live_from])
-
-    # Loading and writing the state of the accounts, checkouts and users of one batch.
-
-    def _load(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> Batch:
-        row = conn.execute("SELECT settings, live_from FROM notifier_state WHERE name = 'all' FOR UPDATE").fetchone()
-        if row is None:  # A database emptied by hand (the tests): everything in it is new.
-            conn.execute("INSERT INTO notifier_state (name, settings, live_from) VALUES ('all', '{}', 0)")
-            row = ({}, 0)
-        batch = Batch(settings=BillingSettings.from_values(row[0]), live_from=row[1])
-        account_ids = list({e.originator_id for _, e in events if isinstance(e, ACCOUNT_EVENTS)})
-        for account, user, balance, holds, low_armed, unusual_armed in conn.execute(
-            "SELECT account_id, user_id, balance_millicredits, holds, low_balance_armed, unusual_armed"
-            " FROM notifier_accounts WHERE account_id = ANY(%s)",
-            (account_ids,),
-        ):
-            batch.accounts[account] = Watch(user, balance, dict(holds), low_armed, unusual_armed)
-        sessions = {checkout_id(e.reference or "") for _, e in events if _purchase_grant(e) or _clawback(e)}
-        sessions |= {e.originator_id for _, e in events if isinstance(e, Checkout.PaymentFailed)}
-        for checkout, session, user, package in conn.execute(
-            "SELECT checkout_id, session_id, user_id, package_id FROM notifier_checkouts WHERE checkout_id = ANY(%s)",
-            (list(sessions),),
-        ):
-            batch.checkouts[checkout] = (session, user, package)
-        usage = [(e.originator_id, _usage_time(e)) for _, e in events if _usage_time(e) is not None]
-        if usage:
-            users = list({batch.accounts[a].user_id for a, _ in usage if a in batch.accounts})
-            since = _hour(min(at for _, at in usage if at is not None)) - HOUR * (BASELINE_HOURS + 1)
-            for user, hour, tokens in conn.execute(
-                "SELECT user_id, hour, tokens FROM notifier_usage_hours WHERE user_id = ANY(%s) AND hour >= %s",
-                (users, since),
-            ):
-                batch.hours.setdefault(user, {})[hour] = tokens
-        return batch
-
-    def _write(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
-        if batch.accounts:
-            conn.cursor().executemany(
-                "INSERT INTO notifier_accounts (account_id, user_id, balance_millicredits, holds,"
-                " low_balance_armed, unusual_armed) VALUES (%s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (account_id) DO UPDATE SET balance_millicredits = EXCLUDED.balance_millicredits,"
-                " holds = EXCLUDED.holds, low_balance_armed = EXCLUDED.low_balance_armed,"
-                " unusual_armed = EXCLUDED.unusual_armed",
-                [
-                    (account, w.user_id, w.balance_millicredits, Jsonb(w.holds), w.low_balance_armed, w.unusual_armed)
-                    for account, w in batch.accounts.items()
-                ],
-            )
-        if batch.new_checkouts:
-            conn.cursor().executemany(
-                "INSERT INTO notifier_checkouts (checkout_id, session_id, user_id, package_id)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                batch.new_checkouts,
-            )
-        if batch.touched_hours:
-            conn.cursor().executemany(
-                "INSERT INTO notifier_usage_hours (user_id, hour, tokens) VALUES (%s, %s, %s)"
-                " ON CONFLICT (user_id, hour) DO UPDATE SET tokens = EXCLUDED.tokens",
-                [(user, hour, batch.hours[user][hour]) for user, hour in batch.touched_hours],
-            )
-            # Hours past the baseline's window are of no more use.
-            oldest = min(hour for _, hour in batch.touched_hours) - HOUR * (BASELINE_HOURS + 2)
-            conn.execute(
-                "DELETE FROM notifier_usage_hours WHERE user_id = ANY(%s) AND hour < %s",
-                (list({user for user, _ in batch.touched_hours}), oldest),
-            )
-        if batch.settings_changed:
-            conn.execute(
-                "UPDATE notifier_state SET settings = %s WHERE name = 'all'",
-                (Jsonb(msgspec.structs.asdict(batch.settings)),),
-            )
 
     # The rules, one per event type.
 
@@ -235,7 +119,7 @@ class Notifier:
         if event.source == "welcome":
             data = {"user_id": watch.user_id, "granted_millicredits": event.amount_millicredits}
             self._notice(batch, NotificationType.WELCOME_GRANTED, position, event, data, watch.user_id)
-        elif _purchase_grant(event):
+        elif purchase_grant(event):
             # A purchase through Stripe names its checkout; one granted by a service through the API may not.
             known = batch.checkouts.get(checkout_id(event.reference or ""))
             package = known[2] if known else None
@@ -410,19 +294,3 @@ class Notifier:
             self._notice(batch, NotificationType.UNUSUAL_CONSUMPTION, position, event, data, user)
         elif not unusual:
             watch.unusual_armed = True
-
-
-def _purchase_grant(event: Any) -> bool:
-    return isinstance(event, CreditAccount.CreditsGranted) and event.source == "purchase" and bool(event.reference)
-
-
-def _clawback(event: Any) -> bool:
-    return isinstance(event, CreditAccount.CreditsRevoked)
-
-
-def _usage_time(event: Any) -> datetime | None:
-    if isinstance(event, CreditAccount.CreditsDebited):
-        return event.occurred_at
-    if isinstance(event, CreditAccount.ReservationSettled):
-        return event.timestamp
-    return None

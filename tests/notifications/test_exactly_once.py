@@ -114,6 +114,27 @@ def test_given_a_notifier_that_crashes_mid_batch_when_it_runs_again_then_each_ca
     assert value(clean_database, "SELECT count(*) FROM notifications") > before
 
 
+def test_given_a_notifier_whose_batch_failed_when_the_same_notifier_goes_on_then_its_memory_is_not_trusted(
+    pg_ledger: Ledger, clean_database: str
+) -> None:
+    """Given a notifier that dies in its second batch after changing its copy of the state in memory (the
+    transaction rolls back), when the same notifier catches up again on a new connection, then it works
+    from its tables: one notification per cause, and its view of each balance is the ledger's."""
+    expected = history(pg_ledger, [f"again-{number}" for number in range(4)])
+    crashing = CrashingNotifier(crash_on_batch=2)
+    # Batches of seven: after the seed's five events, the second batch changes the first user's balance
+    # without opening the account again.
+    runner = ProjectionRunner(clean_database, crashing, batch_size=7)
+    with pytest.raises(RuntimeError, match="died"):
+        runner.catch_up()
+    runner.catch_up()
+    assert rows(clean_database, COUNTS) == [(expected, expected, expected)]
+    for number in range(4):
+        user = f"again-{number}"
+        seen = value(clean_database, "SELECT balance_millicredits FROM notifier_accounts WHERE user_id = %s", (user,))
+        assert seen == pg_ledger.get_balance(user, now=now()).balance_millicredits
+
+
 def test_given_two_notifiers_when_the_active_one_stops_mid_stream_then_the_standby_takes_over_without_duplicates(
     pg_ledger: Ledger, clean_database: str
 ) -> None:

@@ -22,6 +22,7 @@ from ledger.commands import (
     RevokeCredits,
 )
 from projections.notifier import Notifier
+from projections.notifier_state import NotifierState
 from projections.outbox import Outbox, Recipients
 from projections.runner import ProjectionRunner
 from projections.worker import all_runners
@@ -248,4 +249,54 @@ def test_email_goes_to_the_users_contact_and_alerts_to_the_operators(pg_ledger: 
         ("credits.low_balance", "email", "hana@example.com", "en"),
         ("alert.sales_paused", "email", "ops@example.com", "pt-BR"),
         ("alert.api_usage_threshold", "email", "ops@example.com", "pt-BR"),
+    ]
+
+
+def _notifier_outcome(url: str) -> list[list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        return [
+            conn.execute(sql).fetchall()
+            for sql in (
+                "SELECT id, type, user_id, cause, log_position, data FROM notifications ORDER BY log_position, id",
+                "SELECT * FROM notifier_accounts ORDER BY account_id",
+                "SELECT * FROM notifier_usage_hours ORDER BY user_id, hour",
+                "SELECT settings, live_from FROM notifier_state",
+            )
+        ]
+
+
+def _replay_notifier(url: str, notifier: Notifier, batch_size: int) -> list[list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE projection_positions SET position = 0 WHERE name = 'notifier'")
+        conn.execute("TRUNCATE notification_deliveries, notifications, notifier_accounts, notifier_usage_hours")
+    ProjectionRunner(url, notifier, batch_size=batch_size).catch_up()
+    return _notifier_outcome(url)
+
+
+def test_what_the_notifier_keeps_in_memory_changes_nothing_it_creates_or_stores(
+    pg_ledger: Ledger, clean_database: str
+) -> None:
+    """Given a log with low balances, unusual usage and more than a week of hours (so old hours are
+    deleted), when notifiers that keep everything, almost nothing, or the default in memory follow it in
+    batches of different sizes, then each creates the same notifications and leaves the same state."""
+    changes = {"unusual_consumption_factor": 3, "unusual_consumption_min_tokens": 2_000, "hourly_token_limit": 10**6}
+    pg_ledger.change_billing_settings(ChangeBillingSettings(changes=changes, changed_by="ops"), now=T0)
+    start = T0 + timedelta(days=1)
+    for user, millicredits in (("gil", 250_000), ("hana", 60_000_000), ("ines", 250_000)):
+        grant(pg_ledger, user, millicredits, at=start)
+    for hour in range(2, 9 * 24, 5):
+        for n, user in enumerate(("gil", "hana", "ines")):
+            tokens = 25_000 if hour % 40 == n else 1_000
+            debit(pg_ledger, user, tokens, at=start + timedelta(hours=hour, minutes=n))
+    one_batch = _replay_notifier(clean_database, Notifier(Outbox()), batch_size=10_000)
+    kinds = {row[1] for row in one_batch[0]}
+    assert {"credits.low_balance", "alert.unusual_consumption"} <= kinds
+    in_memory = _replay_notifier(clean_database, Notifier(Outbox()), batch_size=7)
+    small = NotifierState(most_accounts=1, most_usage_hours=1)
+    from_tables = _replay_notifier(clean_database, Notifier(Outbox(), small), batch_size=7)
+    assert in_memory == from_tables
+    # Which past hours are kept depends on the batches (each deletes those a week before its first usage).
+    assert len(in_memory[2]) < len(one_batch[2]) == 3 * len(range(2, 9 * 24, 5))
+    assert [found for n, found in enumerate(in_memory) if n != 2] == [
+        found for n, found in enumerate(one_batch) if n != 2
     ]
