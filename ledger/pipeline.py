@@ -45,7 +45,7 @@ from ledger.errors import IdempotencyConflictError
 from ledger.group_commit import GroupCommitWriter
 from ledger.idempotency import IdempotencyRecord
 from ledger.ids import BILLING_CONFIG_ID, account_id
-from ledger.loop_writer import LoopWriter
+from ledger.loop_writer import PIPELINE_DEPTH, LoopWriter
 from ledger.plan import Plan
 from ledger.receipts import (
     AdjustmentReceipt,
@@ -233,7 +233,8 @@ class Pipeline(LedgerStore):
             connect_timeout_seconds=float(env.get("POSTGRES_CONNECT_TIMEOUT", "5")),
             lock_timeout_seconds=float(self.recorder.datastore.lock_timeout),
         )
-        return LoopWriter(self, self._committer, Appender(target), thread, max_batch=thread.max_batch)
+        appenders = [Appender(target) for _ in range(PIPELINE_DEPTH)]
+        return LoopWriter(self, self._committer, appenders, thread, max_batch=thread.max_batch)
 
     async def close_loop_writer(self) -> None:
         """Finish this event loop's batches and close its connection; for a server shutting down."""
@@ -244,7 +245,7 @@ class Pipeline(LedgerStore):
     def close(self) -> None:
         for loop_writer in list(self._loop_writers.values()):
             if loop_writer is not None:
-                loop_writer.appender.terminate()
+                loop_writer.terminate()
         self._loop_writers.clear()
         if self._writer is not None:
             self._writer.stop()

@@ -1,6 +1,7 @@
 """Group commit on the caller's event loop (``ledger.loop_writer``): a batch whose accounts are in memory is
-decided and appended on the loop; everything else (an account to read, a refusal, another process's
-write, a lost connection) goes to the writer thread, and every caller still gets its own exact answer."""
+decided and appended on the loop, the next one sent while it is appended; everything else (an account to
+read, a refusal, another process's write, a lost connection) goes to the writer thread, and every caller
+still gets its own exact answer."""
 
 from __future__ import annotations
 
@@ -137,19 +138,19 @@ async def test_another_processs_spending_is_seen_before_a_debit_from_memory_is_a
     assert debits_in_log(clean_database, "shared") == 2
 
 
-async def appender_waits_for_the_lock(url: str) -> int:
-    """The backend of the loop's connection, once its append waits for the event table's lock."""
+async def appenders_waiting_for_the_lock(url: str, count: int = 1) -> list[int]:
+    """The backends of the loop's connections, once ``count`` of their appends wait for the event table's lock."""
     for _ in range(200):
         with psycopg.connect(url) as conn:
-            row = conn.execute(
-                "SELECT a.pid FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid"
+            rows = conn.execute(
+                "SELECT DISTINCT a.pid FROM pg_stat_activity AS a JOIN pg_locks AS l ON l.pid = a.pid"
                 " WHERE a.application_name = %s AND NOT l.granted",
                 (APPLICATION_NAME,),
-            ).fetchone()
-        if row is not None:
-            return int(row[0])
+            ).fetchall()
+        if len(rows) >= count:
+            return [int(pid) for (pid,) in rows]
         await asyncio.sleep(0.05)
-    raise AssertionError("the loop's append never waited for the lock")
+    raise AssertionError(f"{count} of the loop's appends never waited for the lock together")
 
 
 async def test_a_connection_lost_while_appending_is_settled_by_each_commands_marker(
@@ -162,7 +163,7 @@ async def test_a_connection_lost_while_appending_is_settled_by_each_commands_mar
         holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
         keyed = debit(ledger, "unsure", 10, "keyed")
         keyless = debit(ledger, "unsure", 10, None)
-        pid = await appender_waits_for_the_lock(clean_database)
+        (pid,) = await appenders_waiting_for_the_lock(clean_database)
         # When its connection is cut while the statement is out
         with psycopg.connect(clean_database, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -188,7 +189,7 @@ async def test_commands_past_the_waiting_limit_hear_at_once_that_the_ledger_is_b
     with psycopg.connect(clean_database) as holder, holder.transaction():
         holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
         first = debit(ledger, "queued", 10, "first")
-        await appender_waits_for_the_lock(clean_database)
+        await appenders_waiting_for_the_lock(clean_database)
         waiting = [debit(ledger, "queued", 10, f"waiting-{n}") for n in range(2)]
         # When one more arrives, then it is refused at once, with nothing written
         (busy,) = await answers(debit(ledger, "queued", 10, "one-too-many"))
@@ -197,3 +198,32 @@ async def test_commands_past_the_waiting_limit_hear_at_once_that_the_ledger_is_b
     results = await answers(first, *waiting)
     assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 3, results
     assert debits_in_log(clean_database, "queued") == 4
+
+
+async def test_a_batch_on_other_accounts_is_sent_while_the_one_before_it_is_appended(
+    ledger: Ledger, clean_database: str
+) -> None:
+    grant(ledger, "first", 1_000_000)
+    grant(ledger, "second", 1_000_000)
+    await answers(debit(ledger, "first", 10, "warm-1"), debit(ledger, "second", 10, "warm-2"))
+    before = thread_commands(ledger)
+    with psycopg.connect(clean_database) as holder, holder.transaction():
+        holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        # Given a batch on "first" being appended (held up by the table lock)
+        first = debit(ledger, "first", 10, "first-1")
+        await appenders_waiting_for_the_lock(clean_database, 1)
+        # When debits on "second" and one more on "first" arrive
+        second = [debit(ledger, "second", 10, f"second-{n}") for n in range(3)]
+        first_again = debit(ledger, "first", 10, "first-2")
+        # Then the debits on "second" are decided and sent at once, on the loop's other connection
+        await appenders_waiting_for_the_lock(clean_database, 2)
+        assert not any(future.done() for future in (first, *second, first_again))
+    # And once the lock is free, every debit is applied once, by the loop, and the one on "first" that
+    # waited for the batch before it comes after it in the log
+    results = await answers(first, *second, first_again)
+    assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 5, results
+    assert thread_commands(ledger) == before
+    assert [result.balance_after_millicredits for result in (results[0], results[4])] == [999_980, 999_970]
+    assert results[4].position > results[0].position
+    assert debits_in_log(clean_database, "first") == 3
+    assert debits_in_log(clean_database, "second") == 4
