@@ -1,9 +1,9 @@
 """Group commit on the caller's event loop, pipelined: the common batch never leaves it.
 
-The commands an event loop submits form its batches. When every account of a batch is in the cache and
-its lock is free, the batch is decided right there (``Committer.decide``: in memory, no I/O), its events
-are appended with one awaited statement (``ledger.appender``), and each caller's future is answered
-directly. The writer thread (``ledger.group_commit``) is then not involved: no hand-over to it and back,
+The commands an event loop submits form its batches. The commands of a batch whose accounts are in the
+cache (and whose locks are free) are decided right there (``Committer.decide``: in memory, no I/O), their
+events are appended with one awaited statement (``ledger.appender``), and each caller's future is
+answered directly. The writer thread (``ledger.group_commit``) is then not involved: no hand-over to it and back,
 and no wait for the GIL while the loop and a thread take turns (measured: a quarter of a single debit's
 time, and most of an append's time under load).
 
@@ -165,8 +165,16 @@ class LoopWriter:
         batch = [(plan, reply) for plan, reply in batch if reply.set_running_or_notify_cancel()]
         if not batch:
             return None
+        if self.committer.conflicted_lately:
+            self._to_thread(batch)
+            return None
+        # An account not in memory is read by the writer thread, with its commands; the rest of the batch
+        # need not wait for that read (every command of an account goes the same way, in order).
+        batch, cold = self._in_memory(batch)
+        if cold:
+            self._to_thread(cold)
         held: dict[int, threading.Lock] = {}
-        if self.committer.conflicted_lately or not lock_all(batch, held, blocking=False) or not self._cached(batch):
+        if not batch or not lock_all(batch, held, blocking=False):
             release_all(held)
             self._to_thread(batch)
             return None
@@ -227,17 +235,21 @@ class LoopWriter:
             if not reply.done():
                 reply.set_exception(error)
 
-    def _cached(self, batch: Batch) -> bool:
-        """Whether every account of the batch is in memory: deciding it then reads nothing."""
+    def _in_memory(self, batch: Batch) -> tuple[Batch, Batch]:
+        """The commands of the batch whose accounts are in memory (deciding them reads nothing), and the others."""
         cache = self.store.repository.cache
         if cache is None:
-            return False
-        for plan, _ in batch:
+            return [], batch
+        warm: Batch = []
+        cold: Batch = []
+        for item in batch:
             try:
-                cache.get(plan.aggregate_id)
+                cache.get(item[0].aggregate_id)
             except KeyError:
-                return False
-        return True
+                cold.append(item)
+            else:
+                warm.append(item)
+        return warm, cold
 
     def _to_thread(self, batch: Batch) -> None:
         """The writer thread decides these (again, on fresh state after a conflict), as if they came to it."""

@@ -227,3 +227,25 @@ async def test_a_batch_on_other_accounts_is_sent_while_the_one_before_it_is_appe
     assert results[4].position > results[0].position
     assert debits_in_log(clean_database, "first") == 3
     assert debits_in_log(clean_database, "second") == 4
+
+
+async def test_debits_on_accounts_in_memory_do_not_wait_for_an_account_the_writer_thread_reads(
+    ledger: Ledger, clean_database: str
+) -> None:
+    # Given an account in memory and one another process funded, which this one has never read
+    grant(ledger, "warm", 1_000_000)
+    await answers(debit(ledger, "warm", 10, "warm-0"))
+    other = Ledger(postgres_env(clean_database))
+    try:
+        grant(other, "cold", 1_000_000)
+    finally:
+        other.close()
+    before_thread, before_loop = thread_commands(ledger), loop_commands(ledger)
+    # When debits on both arrive together
+    results = await answers(*(debit(ledger, user, 10, f"{user}-{n}") for n in range(1, 4) for user in ("warm", "cold")))
+    # Then the loop commits those on the account in memory, and the writer thread reads the other and
+    # commits its debits, in their order
+    assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 6, results
+    assert (thread_commands(ledger) - before_thread, loop_commands(ledger) - before_loop) == (3, 3)
+    assert [r.balance_after_millicredits for r in results if r.user_id == "cold"] == [999_990, 999_980, 999_970]
+    assert [r.balance_after_millicredits for r in results if r.user_id == "warm"] == [999_980, 999_970, 999_960]
