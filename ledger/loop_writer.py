@@ -50,7 +50,7 @@ MAX_WAITING = 10_000
 PIPELINE_DEPTH = 2
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Sending:
     """A batch decided on the loop, on its way to the log."""
 
@@ -60,6 +60,8 @@ class _Sending:
     held: dict[int, threading.Lock]
     processing_event: Any
     stored_events: list[StoredEvent]
+    started: bool = False
+    given_back: bool = False
 
 
 class LoopWriter:
@@ -119,7 +121,8 @@ class LoopWriter:
                 for task in done:
                     if task in self._in_flight:
                         del self._in_flight[task]
-                        task.result()  # Anything but an Exception (answered to the callers) goes on up.
+                        if not task.cancelled():
+                            task.result()  # Anything but an Exception (answered to the callers) goes on up.
         finally:
             self._draining = None
 
@@ -145,6 +148,18 @@ class LoopWriter:
 
     def _start(self, batch: Batch) -> None:
         """Decide a batch now and send it to the log on a free connection, or hand it to the writer thread."""
+        # A caller that stopped waiting has its command dropped; from here on, none can be cancelled.
+        batch = [(plan, reply) for plan, reply in batch if reply.set_running_or_notify_cancel()]
+        if self.committer.conflicted_lately:
+            self._to_thread(batch)
+            return
+        # An account not in memory is read by the writer thread, with its commands; the rest of the batch
+        # need not wait for that read (every command of an account goes the same way, in order). Only the
+        # commands decided here are answered here, a failure included.
+        batch, cold = self._in_memory(batch)
+        self._to_thread(cold)
+        if not batch:
+            return
         try:
             sending = self._decide(batch)
         except BaseException as error:
@@ -156,25 +171,17 @@ class LoopWriter:
             return
         appender = self._free.pop()
         task = asyncio.get_running_loop().create_task(self._send(sending, appender))
+        # A task cancelled before its first step never runs its body: this gives its locks and connection
+        # back and answers its callers then.
+        task.add_done_callback(lambda _: self._sent(sending, appender))
         self._in_flight[task] = frozenset(sending.held)
 
     def _decide(self, batch: Batch) -> _Sending | None:
         """The batch decided, holding its account locks, if it has events to append; None when it was
         answered already or handed to the writer thread."""
-        # A caller that stopped waiting has its command dropped; from here on, none can be cancelled.
-        batch = [(plan, reply) for plan, reply in batch if reply.set_running_or_notify_cancel()]
-        if not batch:
-            return None
-        if self.committer.conflicted_lately:
-            self._to_thread(batch)
-            return None
-        # An account not in memory is read by the writer thread, with its commands; the rest of the batch
-        # need not wait for that read (every command of an account goes the same way, in order).
-        batch, cold = self._in_memory(batch)
-        if cold:
-            self._to_thread(cold)
         held: dict[int, threading.Lock] = {}
-        if not batch or not lock_all(batch, held, blocking=False):
+        # In memory still once locked: an account the writer thread dropped meanwhile is the thread's to read.
+        if not lock_all(batch, held, blocking=False) or self._in_memory(batch)[1]:
             release_all(held)
             self._to_thread(batch)
             return None
@@ -198,6 +205,7 @@ class LoopWriter:
         return _Sending(batch, decision, working, held, processing_event, stored_events)
 
     async def _send(self, sending: _Sending, appender: Appender) -> None:
+        sending.started = True
         try:
             try:
                 outcome = await appender.append(sending.stored_events)
@@ -211,8 +219,7 @@ class LoopWriter:
                 self.committer.forget(sending.working)
                 raise
             finally:
-                release_all(sending.held)
-                self._free.append(appender)
+                self._sent(sending, appender)
             if isinstance(outcome, Appended):
                 self._answer(sending.decision, outcome.positions)
             elif isinstance(outcome, Collided):
@@ -224,6 +231,18 @@ class LoopWriter:
             self._failed(sending.batch, error)
             if not isinstance(error, Exception):
                 raise
+
+    def _sent(self, sending: _Sending, appender: Appender) -> None:
+        """Give back a batch's locks and connection, once; a batch that never ran is dropped from memory
+        and its callers hear that nothing was written."""
+        if sending.given_back:
+            return
+        sending.given_back = True
+        if not sending.started:  # Cancelled before its body ran.
+            self.committer.forget(sending.working)
+            self._failed(sending.batch, StoreUnavailableError("the ledger is stopping", outcome_unknown=False))
+        release_all(sending.held)
+        self._free.append(appender)
 
     def _answer(self, decision: Decision, positions: list[int]) -> None:
         self.batches, self.commands = self.batches + 1, self.commands + len(decision.decided)
@@ -266,6 +285,8 @@ class LoopWriter:
     async def close(self) -> None:
         if self._draining is not None:
             await asyncio.shield(self._draining)
+        if self._in_flight:  # Left by a drain that stopped on something other than an Exception.
+            await asyncio.wait(list(self._in_flight))
         for appender in self.appenders:
             await appender.close()
 

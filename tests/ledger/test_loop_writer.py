@@ -249,3 +249,59 @@ async def test_debits_on_accounts_in_memory_do_not_wait_for_an_account_the_write
     assert (thread_commands(ledger) - before_thread, loop_commands(ledger) - before_loop) == (3, 3)
     assert [r.balance_after_millicredits for r in results if r.user_id == "cold"] == [999_990, 999_980, 999_970]
     assert [r.balance_after_millicredits for r in results if r.user_id == "warm"] == [999_980, 999_970, 999_960]
+
+
+async def test_when_deciding_on_the_loop_fails_the_commands_sent_to_the_writer_thread_keep_their_own_answers(
+    ledger: Ledger, clean_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an account in memory, one never read, and deciding on the loop failing once
+    grant(ledger, "warm", 1_000_000)
+    await answers(debit(ledger, "warm", 10, "warm-0"))
+    other = Ledger(postgres_env(clean_database))
+    try:
+        grant(other, "cold", 1_000_000)
+    finally:
+        other.close()
+    decide, calls = ledger._committer.decide, []
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("deciding failed")
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(ledger._committer, "decide", failing_once)
+    # When debits on both arrive together
+    failed, applied = await answers(debit(ledger, "warm", 10, None), debit(ledger, "cold", 10, None))
+    # Then the one decided on the loop hears of the failure, with nothing written, and the writer thread's
+    # is applied and answered as applied: no caller is told of a failure that did not stop its debit
+    assert isinstance(failed, RuntimeError), failed
+    assert type(applied).__name__ == "DebitReceipt", applied
+    assert (debits_in_log(clean_database, "warm"), debits_in_log(clean_database, "cold")) == (1, 1)
+
+
+async def test_a_batch_stopped_before_it_is_sent_gives_back_its_locks_and_answers_its_callers(
+    ledger: Ledger, clean_database: str
+) -> None:
+    grant(ledger, "stopped", 1_000)
+    await answers(debit(ledger, "stopped", 10, "warm"))
+    loop = asyncio.get_running_loop()
+    writer = ledger._loop_writers[loop]
+    assert writer is not None
+    # Given a batch decided on the loop whose sending is cancelled before it starts (a loop shutting down)
+    stopped = debit(ledger, "stopped", 10, None)
+
+    def cancel_sending() -> None:
+        for task in list(writer._in_flight):
+            task.cancel()
+
+    loop.call_soon(cancel_sending)
+    # Then its caller hears that nothing was written, and its account's lock and connection are free again
+    (answer,) = await answers(stopped)
+    assert isinstance(answer, StoreUnavailableError) and not answer.outcome_unknown, answer
+    assert not ledger._account_lock("stopped").locked()
+    assert len(writer._free) == len(writer.appenders)
+    assert debits_in_log(clean_database, "stopped") == 1
+    # And the account's next debit is decided on its state from memory, which the stopped one did not change
+    (receipt,) = await answers(debit(ledger, "stopped", 10, "after"))
+    assert receipt.balance_after_millicredits == 1_000 - 2 * 10
