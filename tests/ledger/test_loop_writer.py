@@ -229,17 +229,23 @@ async def test_a_batch_on_other_accounts_is_sent_while_the_one_before_it_is_appe
     assert debits_in_log(clean_database, "second") == 4
 
 
-async def test_debits_on_accounts_in_memory_do_not_wait_for_an_account_the_writer_thread_reads(
-    ledger: Ledger, clean_database: str
-) -> None:
-    # Given an account in memory and one another process funded, which this one has never read
+async def warm_and_cold(ledger: Ledger, url: str) -> None:
+    """Accounts "warm", in this process's memory, and "cold", funded by another process and never read here,
+    each granted 1,000 credits ("warm" then debited 10 tokens)."""
     grant(ledger, "warm", 1_000_000)
     await answers(debit(ledger, "warm", 10, "warm-0"))
-    other = Ledger(postgres_env(clean_database))
+    other = Ledger(postgres_env(url))
     try:
         grant(other, "cold", 1_000_000)
     finally:
         other.close()
+
+
+async def test_debits_on_accounts_in_memory_do_not_wait_for_an_account_the_writer_thread_reads(
+    ledger: Ledger, clean_database: str
+) -> None:
+    # Given an account in memory and one another process funded, which this one has never read
+    await warm_and_cold(ledger, clean_database)
     before_thread, before_loop = thread_commands(ledger), loop_commands(ledger)
     # When debits on both arrive together
     results = await answers(*(debit(ledger, user, 10, f"{user}-{n}") for n in range(1, 4) for user in ("warm", "cold")))
@@ -255,13 +261,7 @@ async def test_when_deciding_on_the_loop_fails_the_commands_sent_to_the_writer_t
     ledger: Ledger, clean_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an account in memory, one never read, and deciding on the loop failing once
-    grant(ledger, "warm", 1_000_000)
-    await answers(debit(ledger, "warm", 10, "warm-0"))
-    other = Ledger(postgres_env(clean_database))
-    try:
-        grant(other, "cold", 1_000_000)
-    finally:
-        other.close()
+    await warm_and_cold(ledger, clean_database)
     decide, calls = ledger._committer.decide, []
 
     def failing_once(*args: Any, **kwargs: Any) -> Any:
