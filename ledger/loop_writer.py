@@ -128,13 +128,17 @@ class LoopWriter:
 
     def _held(self, plan: Plan[Any]) -> bool:
         """Whether a batch in flight holds the account of ``plan``."""
-        return any(id(plan.lock) in locks for locks in self._in_flight.values())
+        return id(plan.lock) in self._held_locks()
+
+    def _held_locks(self) -> frozenset[int]:
+        """The account locks the batches in flight hold (their ids)."""
+        return frozenset().union(*self._in_flight.values())
 
     def _next_batch(self) -> Batch:
         """Up to ``max_batch`` waiting commands, in arrival order, none on an account a batch in flight holds.
 
         At most ``max_batch`` commands are looked at, so a queue of commands on held accounts costs little."""
-        held = frozenset().union(*self._in_flight.values())
+        held = self._held_locks()
         if not held:
             size = min(len(self._waiting), self.max_batch)
             return [self._waiting.popleft() for _ in range(size)]

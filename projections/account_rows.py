@@ -74,13 +74,21 @@ class Batch:
     # Analyses already counted: in the view before this batch, or earlier in it.
     analyses: set[str] = field(default_factory=set)
 
+    def buckets(self, user_id: str, at: datetime) -> tuple[Rollup, ...]:
+        """The roll-ups a movement at ``at`` counts in: the user's and the system's (``''``), hourly and daily."""
+        hour = hour_of(at)
+        day = hour.replace(hour=0)
+        found = []
+        for key in ((user_id, "hour", hour), (user_id, "day", day), ("", "hour", hour), ("", "day", day)):
+            rollup = self.rollups.get(key)
+            if rollup is None:
+                rollup = self.rollups[key] = Rollup()
+            found.append(rollup)
+        return tuple(found)
+
 
 def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def day_of(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def write(conn: psycopg.Connection[Any], batch: Batch) -> None:

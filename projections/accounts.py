@@ -23,7 +23,7 @@ import psycopg
 from ledger.account import CreditAccount
 from ledger.account_events import from_us
 from ledger.as_of import expiry_id
-from projections.account_rows import BalanceRow, Batch, NewHold, Rollup, StoredHold, day_of, hour_of, write
+from projections.account_rows import BalanceRow, Batch, NewHold, StoredHold, write
 from projections.lots import LotContradictionError
 
 
@@ -187,10 +187,8 @@ class AccountsProjection:
         elif isinstance(event, CreditAccount.LotExpired):
             row.balance -= event.amount_millicredits
             history(0, expiry_id(event.lot_id), "expiry", -event.amount_millicredits, event.lot_id, event.kind)
-            for who in (row.user_id, ""):
-                for granularity, start in (("hour", hour_of(at)), ("day", day_of(at))):
-                    rollup = batch.rollups.setdefault((who, granularity, start), Rollup())
-                    rollup.expired_millicredits += event.amount_millicredits
+            for rollup in batch.buckets(row.user_id, at):
+                rollup.expired_millicredits += event.amount_millicredits
         elif isinstance(event, CreditAccount.Initialized):
             pass
         else:
@@ -228,10 +226,8 @@ class AccountsProjection:
                 at,
             )
         )
-        for who in (user_id, ""):
-            for granularity, start in (("hour", hour_of(at)), ("day", day_of(at))):
-                rollup = batch.rollups.setdefault((who, granularity, start), Rollup())
-                rollup.tokens += event.tokens
-                rollup.amount_millicredits += event.amount_millicredits
-                rollup.events += 1
-                rollup.analyses += started
+        for rollup in batch.buckets(user_id, at):
+            rollup.tokens += event.tokens
+            rollup.amount_millicredits += event.amount_millicredits
+            rollup.events += 1
+            rollup.analyses += started
