@@ -33,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from bench import chain_cost, dashboard, lots_cost, procs, profile
+from bench import chain_cost, dashboard, lots_cost, procs, profile, wal
 from bench.history import build_long_and_fresh, bulk_open, copy_open
 from bench.loadgen import Latencies, LoadResult, Paced, Repeat, Script, Sequence, Stats, run_load
 from bench.report import legend, table, write_json
@@ -475,11 +475,13 @@ class Bench:
              connections: int | None = None, extra: Callable[[], Any] | None = None,
              label: str | None = None) -> LoadResult:  # fmt: skip
         snapshots: dict[str, procs.Snapshot] = {}
+        log_written: dict[str, wal.WalCounters | None] = {}
         profiling: list[Any] = []
         profile_dir = self.args.out.parent / "profiles" / self.run_id
 
         def on_open() -> None:
             snapshots["start"] = procs.snapshot()
+            log_written["start"] = wal.read(self.admin_url)
             if self.args.py_spy and label and duration_s:
                 snap = snapshots["start"]
                 roles = {
@@ -493,6 +495,7 @@ class Bench:
 
         def on_close() -> None:
             snapshots["end"] = procs.snapshot()
+            log_written["end"] = wal.read(self.admin_url)
 
         async def go() -> LoadResult:
             task = asyncio.ensure_future(extra()) if extra is not None else None
@@ -509,12 +512,16 @@ class Bench:
 
         result = asyncio.run(go())
         result.hooks["cpu"] = procs.cpu_breakdown(snapshots["start"], snapshots["end"], self.cpu_roots())
+        result.hooks["wal_per_request"] = wal.per_request(
+            log_written.get("start"), log_written.get("end"), result.stats.ok
+        )
         if profiling and label:
             result.hooks["profile"] = profile.finish(profiling, profile_dir, label, ["server", "projector"])
         return result
 
     def record(self, scenario_id: str, title: str, result: LoadResult, **more: Any) -> dict[str, Any]:
-        record = {"id": scenario_id, "title": title, **result.as_dict(), "cpu": result.hooks.get("cpu"), **more}
+        record = {"id": scenario_id, "title": title, **result.as_dict(), "cpu": result.hooks.get("cpu"),
+                  "wal_per_request": result.hooks.get("wal_per_request"), **more}  # fmt: skip
         if "profile" in result.hooks:
             record["profile"] = result.hooks["profile"]
         record["projection_lag_at_end"] = self.projection_lag()
@@ -824,6 +831,7 @@ class Bench:
         lines.append(f"ratio 3/2 (debits / raw pgbench): {_show(ratios['debits_to_pgbench'])}")
         by_id = {s["id"]: s for s in self.scenarios}
         lines.extend(cpu_per_debit_lines(by_id))
+        lines.extend(wal.summary_lines(by_id, ("3", "3p", "3s")))
         if "5" in by_id:
             steps = by_id["5"].get("steps", {})
             lines.append(
