@@ -19,7 +19,7 @@ import psycopg
 from projections.lots import LotBook
 
 
-@dataclass
+@dataclass(slots=True)
 class BalanceRow:
     user_id: str
     account_id: UUID
@@ -91,8 +91,9 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def write(conn: psycopg.Connection[Any], batch: Batch) -> None:
-    """Write a batch's rows back in the caller's transaction."""
+def write(conn: psycopg.Connection[Any], batch: Batch) -> int:
+    """Write a batch's rows back in the caller's transaction. Returns how many balance rows the batch
+    found (in the view, or in memory) that the view no longer holds: a contradiction for the caller."""
     with conn.cursor() as cur:
         circulation, with_balance, reserved = _totals_change(batch.balances.values())
         # The row is created empty first: a CHECK applies to an INSERT's proposed row even when it
@@ -105,31 +106,8 @@ def write(conn: psycopg.Connection[Any], batch: Batch) -> None:
             " WHERE name = 'all'",
             (circulation, with_balance, reserved),
         )
-        # One statement for all the batch's rows (arrays, in binary): a statement per row cost the
-        # projection worker and the database more than the rows themselves.
         rows = list(batch.balances.values())
-        cur.execute(
-            "INSERT INTO user_credits (user_id, account_id, balance_millicredits, reserved_millicredits,"
-            " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position)"
-            " SELECT * FROM unnest(%b::text[], %b::uuid[], %b::bigint[], %b::bigint[], %b::bigint[],"
-            " %b::bigint[], %b::timestamptz[], %b::bigint[])"
-            " ON CONFLICT (user_id) DO UPDATE SET"
-            " balance_millicredits = EXCLUDED.balance_millicredits,"
-            " reserved_millicredits = EXCLUDED.reserved_millicredits,"
-            " lifetime_purchased_millicredits = EXCLUDED.lifetime_purchased_millicredits,"
-            " lifetime_used_millicredits = EXCLUDED.lifetime_used_millicredits,"
-            " updated_at = EXCLUDED.updated_at, position = EXCLUDED.position",
-            (
-                [r.user_id for r in rows],
-                [r.account_id for r in rows],
-                [r.balance for r in rows],
-                [r.reserved for r in rows],
-                [r.purchased for r in rows],
-                [r.used for r in rows],
-                [r.updated_at for r in rows],
-                [r.position for r in rows],
-            ),
-        )
+        missing = _write_balances(cur, rows)
         gained, lost = _activity_change(rows)
         if gained:
             cur.execute(
@@ -196,6 +174,53 @@ def write(conn: psycopg.Connection[Any], batch: Batch) -> None:
                     [batch.rollups[key].expired_millicredits for key in keys],
                 ),
             )
+    return missing
+
+
+def _write_balances(cur: psycopg.Cursor[Any], rows: list[BalanceRow]) -> int:
+    """One statement for the rows the view holds and one for the accounts opened in the batch (arrays, in
+    binary): a statement per row cost the projection worker and the database more than the rows themselves.
+    Returns how many of the rows to update were not there."""
+    held = [r for r in rows if r.stored is not None]
+    opened = [r for r in rows if r.stored is None]
+    updated = 0
+    if held:
+        cur.execute(
+            "UPDATE user_credits AS c SET balance_millicredits = r.balance, reserved_millicredits = r.reserved,"
+            " lifetime_purchased_millicredits = r.purchased, lifetime_used_millicredits = r.used,"
+            " updated_at = r.updated_at, position = r.position"
+            " FROM unnest(%b::uuid[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::timestamptz[],"
+            " %b::bigint[]) AS r(account_id, balance, reserved, purchased, used, updated_at, position)"
+            " WHERE c.account_id = r.account_id",
+            (
+                [r.account_id for r in held],
+                [r.balance for r in held],
+                [r.reserved for r in held],
+                [r.purchased for r in held],
+                [r.used for r in held],
+                [r.updated_at for r in held],
+                [r.position for r in held],
+            ),
+        )
+        updated = cur.rowcount
+    if opened:
+        cur.execute(
+            "INSERT INTO user_credits (user_id, account_id, balance_millicredits, reserved_millicredits,"
+            " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position)"
+            " SELECT * FROM unnest(%b::text[], %b::uuid[], %b::bigint[], %b::bigint[], %b::bigint[],"
+            " %b::bigint[], %b::timestamptz[], %b::bigint[])",
+            (
+                [r.user_id for r in opened],
+                [r.account_id for r in opened],
+                [r.balance for r in opened],
+                [r.reserved for r in opened],
+                [r.purchased for r in opened],
+                [r.used for r in opened],
+                [r.updated_at for r in opened],
+                [r.position for r in opened],
+            ),
+        )
+    return len(held) - updated
 
 
 def _activity_change(rows: Iterable[BalanceRow]) -> tuple[dict[datetime, int], dict[datetime, int]]:

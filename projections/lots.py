@@ -97,6 +97,11 @@ class LotBook:
             lot["remaining_millicredits"] = 0
             self._changed(user_id, event.lot_id)
 
+    def drop(self, user_id: str) -> None:
+        """Leave out a user's lots (to be read again when needed)."""
+        for lot_id in self.lots.pop(user_id, {}):
+            self.positions.pop((user_id, lot_id), None)
+
     def _changed(self, user_id: str, lot_id: str) -> None:
         if not self.lots[user_id][lot_id]["remaining_millicredits"]:
             del self.lots[user_id][lot_id]
@@ -106,6 +111,8 @@ class LotBook:
         """Write the changed lots back: an open one is upserted, one used up or expired is deleted."""
         kept = [(u, i, self.lots[u][i]) for u, i in sorted(self.changed) if i in self.lots.get(u, {})]
         gone = [(u, i) for u, i in sorted(self.changed) if i not in self.lots.get(u, {})]
+        for key in gone:
+            self.positions.pop(key, None)
         if gone:
             cur.execute(
                 "DELETE FROM credit_lots c USING unnest(%b::text[], %b::text[]) AS g(user_id, lot_id)"

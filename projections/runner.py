@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
@@ -67,6 +67,17 @@ class Projection(Protocol):
     def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None: ...
 
 
+@runtime_checkable
+class Remembering(Protocol):
+    """A projection that keeps in memory what its batches wrote, instead of reading it back each batch.
+
+    Its runner tells it to ``forget`` that copy before a batch whenever the projection's position is not the
+    one this runner left it at (another worker, or a rebuild's switch, moved it meanwhile) and after a batch
+    that failed (its transaction is rolled back, what it changed in memory is not)."""
+
+    def forget(self) -> None: ...
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -93,6 +104,8 @@ class ProjectionRunner:
         # stuck says about each runner (``describe``).
         self.last_batch_at: float | None = None
         self.last_batch_events = 0
+        # The positions this runner's last committed batch left, for the projections that remember.
+        self._left_at: dict[str, int] = {}
 
     @property
     def projection(self) -> Projection:
@@ -114,8 +127,20 @@ class ProjectionRunner:
 
     def run_batch(self, conn: psycopg.Connection[Any]) -> int:
         """Apply the next batch. Returns how many events were read (0 when caught up)."""
+        try:
+            return self._run_batch(conn)
+        except BaseException:
+            self._left_at.clear()
+            raise
+
+    def _run_batch(self, conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
             positions = self._hold_positions(conn)
+            for projection in self.projections:
+                if isinstance(projection, Remembering) and positions.get(projection.name) != self._left_at.get(
+                    projection.name
+                ):
+                    projection.forget()
             rows = (
                 conn.execute(
                     _NEXT_EVENTS, (self._topic_patterns, min(positions.values()), self.batch_size), prepare=True
@@ -146,6 +171,7 @@ class ProjectionRunner:
                 moved.append(projection.name)
                 moved_at.append(events[-1][1].timestamp if events else None)
             conn.execute(_MOVE_POSITIONS, (last_position, moved, moved_at), prepare=True)
+        self._left_at.update(dict.fromkeys(moved, last_position))
         self.last_batch_at, self.last_batch_events = time.monotonic(), len(rows)
         return len(rows)
 
