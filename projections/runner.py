@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import psycopg
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
@@ -46,7 +47,10 @@ GATHER_SECONDS = 0.01
 
 
 # The positions this batch may move: a row another transaction holds (a rebuild switching over) is skipped.
-_POSITIONS = "SELECT name, position FROM projection_positions WHERE name = ANY(%s) ORDER BY name FOR UPDATE SKIP LOCKED"
+_POSITIONS = (
+    "SELECT name, position, updated_at FROM projection_positions WHERE name = ANY(%s)"
+    " ORDER BY name FOR UPDATE SKIP LOCKED"
+)
 _NEXT_EVENTS = (
     "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
     " CASE WHEN e.topic LIKE ANY(%s) THEN e.state END"
@@ -56,7 +60,17 @@ _MOVE_POSITIONS = (
     "UPDATE projection_positions AS p SET position = %s, updated_at = now(),"
     " last_event_at = COALESCE(moved.last_event_at, p.last_event_at)"
     " FROM unnest(%s::text[], %s::timestamptz[]) AS moved(name, last_event_at) WHERE p.name = moved.name"
+    " RETURNING p.name, p.position, p.updated_at"
 )
+
+
+class Mark(NamedTuple):
+    """A projection's position row as a batch found or left it. Every move sets ``updated_at`` (to the moving
+    transaction's time), so a row moved by someone else differs even when its position does not (a rebuild
+    switching its tables at the live position)."""
+
+    position: int
+    updated_at: datetime
 
 
 class Projection(Protocol):
@@ -72,7 +86,7 @@ class Remembering(Protocol):
     """A projection that keeps in memory what its batches wrote, instead of reading it back each batch.
 
     Its runner tells it to ``forget`` that copy before a batch whenever the projection's position is not the
-    one this runner left it at (another worker, or a rebuild's switch, moved it meanwhile) and after a batch
+    one this runner left (another worker, or a rebuild's switch, moved it meanwhile) and after a batch
     that failed (its transaction is rolled back, what it changed in memory is not)."""
 
     def forget(self) -> None: ...
@@ -105,7 +119,7 @@ class ProjectionRunner:
         self.last_batch_at: float | None = None
         self.last_batch_events = 0
         # The positions this runner's last committed batch left, for the projections that remember.
-        self._left_at: dict[str, int] = {}
+        self._left_at: dict[str, Mark] = {}
 
     @property
     def projection(self) -> Projection:
@@ -135,12 +149,13 @@ class ProjectionRunner:
 
     def _run_batch(self, conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
-            positions = self._hold_positions(conn)
+            marks = self._hold_positions(conn)
             for projection in self.projections:
-                if isinstance(projection, Remembering) and positions.get(projection.name) != self._left_at.get(
+                if isinstance(projection, Remembering) and marks.get(projection.name) != self._left_at.get(
                     projection.name
                 ):
                     projection.forget()
+            positions = {name: mark.position for name, mark in marks.items()}
             rows = (
                 conn.execute(
                     _NEXT_EVENTS, (self._topic_patterns, min(positions.values()), self.batch_size), prepare=True
@@ -170,15 +185,15 @@ class ProjectionRunner:
                     projection.apply(conn, events)
                 moved.append(projection.name)
                 moved_at.append(events[-1][1].timestamp if events else None)
-            conn.execute(_MOVE_POSITIONS, (last_position, moved, moved_at), prepare=True)
-        self._left_at.update(dict.fromkeys(moved, last_position))
+            left = conn.execute(_MOVE_POSITIONS, (last_position, moved, moved_at), prepare=True).fetchall()
+        self._left_at.update((name, Mark(position, updated_at)) for name, position, updated_at in left)
         self.last_batch_at, self.last_batch_events = time.monotonic(), len(rows)
         return len(rows)
 
-    def _hold_positions(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+    def _hold_positions(self, conn: psycopg.Connection[Any]) -> dict[str, Mark]:
         """Lock the position rows this batch may move, making any that is missing (a new database, or a
-        rebuild's schema), and return their positions."""
-        positions: dict[str, int] = dict(conn.execute(_POSITIONS, (self.names,), prepare=True).fetchall())
+        rebuild's schema), and return them."""
+        positions = {name: Mark(*mark) for name, *mark in conn.execute(_POSITIONS, (self.names,), prepare=True)}
         if len(positions) < len(self.names):
             # Missing, or held by another transaction: only the rows that do not exist are made.
             missing = [name for name in self.names if name not in positions]
@@ -189,7 +204,7 @@ class ProjectionRunner:
                     "INSERT INTO projection_positions (name) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
                     (absent,),
                 )
-                positions.update(conn.execute(_POSITIONS, (absent,)).fetchall())
+                positions.update((name, Mark(*mark)) for name, *mark in conn.execute(_POSITIONS, (absent,)))
         return positions
 
     def catch_up(self) -> int:

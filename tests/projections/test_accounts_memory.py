@@ -15,6 +15,7 @@ import pytest
 from ledger.application import Ledger
 from ledger.commands import DebitUsage, GrantCredits
 from projections.accounts import AccountsProjection, ProjectionError
+from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.verify import verify
 from tests.conftest import T0
@@ -74,6 +75,23 @@ def test_a_position_another_worker_moved_has_the_rows_read_again(pg_ledger: Ledg
     ProjectionRunner(clean_database, AccountsProjection()).catch_up()  # A standby that took over for a while.
     debit(pg_ledger, "u1", 11_000)
     first.catch_up()
+    assert balance(clean_database, "u1") == 500_000 - 7_000 - 11_000
+    assert verify(clean_database) == []
+
+
+def test_a_rebuild_that_switches_at_the_live_position_has_the_rows_read_again(
+    pg_ledger: Ledger, clean_database: str
+) -> None:
+    grant(pg_ledger, "u1", 500_000)
+    ProjectionRunner(clean_database, AccountsProjection()).catch_up()
+    with psycopg.connect(clean_database, autocommit=True) as conn:  # A view gone wrong, which a rebuild repairs.
+        conn.execute("UPDATE user_credits SET balance_millicredits = 400000")
+    debit(pg_ledger, "u1", 7_000)
+    live = ProjectionRunner(clean_database, AccountsProjection())
+    live.catch_up()
+    rebuild(clean_database, AccountsProjection())  # No event since: the position stays where the live runner left it.
+    debit(pg_ledger, "u1", 11_000)
+    live.catch_up()
     assert balance(clean_database, "u1") == 500_000 - 7_000 - 11_000
     assert verify(clean_database) == []
 
