@@ -192,15 +192,7 @@ def _write_balances(cur: psycopg.Cursor[Any], rows: list[BalanceRow]) -> int:
             " FROM unnest(%b::uuid[], %b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::timestamptz[],"
             " %b::bigint[]) AS r(account_id, balance, reserved, purchased, used, updated_at, position)"
             " WHERE c.account_id = r.account_id",
-            (
-                [r.account_id for r in held],
-                [r.balance for r in held],
-                [r.reserved for r in held],
-                [r.purchased for r in held],
-                [r.used for r in held],
-                [r.updated_at for r in held],
-                [r.position for r in held],
-            ),
+            _balance_columns(held),
         )
         updated = cur.rowcount
     if opened:
@@ -209,18 +201,22 @@ def _write_balances(cur: psycopg.Cursor[Any], rows: list[BalanceRow]) -> int:
             " lifetime_purchased_millicredits, lifetime_used_millicredits, updated_at, position)"
             " SELECT * FROM unnest(%b::text[], %b::uuid[], %b::bigint[], %b::bigint[], %b::bigint[],"
             " %b::bigint[], %b::timestamptz[], %b::bigint[])",
-            (
-                [r.user_id for r in opened],
-                [r.account_id for r in opened],
-                [r.balance for r in opened],
-                [r.reserved for r in opened],
-                [r.purchased for r in opened],
-                [r.used for r in opened],
-                [r.updated_at for r in opened],
-                [r.position for r in opened],
-            ),
+            ([r.user_id for r in opened], *_balance_columns(opened)),
         )
     return len(held) - updated
+
+
+def _balance_columns(rows: list[BalanceRow]) -> tuple[list[Any], ...]:
+    """The rows' values column by column, from ``account_id`` to ``position`` in the table's order."""
+    return (
+        [r.account_id for r in rows],
+        [r.balance for r in rows],
+        [r.reserved for r in rows],
+        [r.purchased for r in rows],
+        [r.used for r in rows],
+        [r.updated_at for r in rows],
+        [r.position for r in rows],
+    )
 
 
 def _activity_change(rows: Iterable[BalanceRow]) -> tuple[dict[datetime, int], dict[datetime, int]]:
