@@ -91,6 +91,9 @@ class Notifier:
             BillingConfig.ApiUsageReachedThreshold: self._api_usage_reached,
         }
 
+    def forget(self) -> None:
+        self.state.forget()
+
     def apply(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> None:
         batch = self.state.load(conn, events)
         for position, event in events:

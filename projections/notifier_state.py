@@ -3,10 +3,10 @@
 The rules need each account's balance, holds and armed flags, each user's hourly usage, the checkouts seen
 and the billing settings. The tables are the truth, written in each batch's transaction with the batch's
 notifications. The copy in memory spares each batch reading back what the batch before it wrote (those
-reads, and a write per row, were most of the notifier's cost per debit). It belongs to one connection:
-that connection holds the notifier's lock, so while it lasts no other process moves the notifier, and a
-batch that fails ends it, so a copy that a rolled-back batch changed is never used again. A new
-connection starts with an empty copy, and anything not in memory (never read, or dropped to keep within
+reads, and a write per row, were most of the notifier's cost per debit). It is only ever the tables'
+committed rows: the runner has it forgotten after a failed batch (a copy that a rolled-back batch changed
+is never used again) and whenever the notifier's position is not the one it left (another worker moved
+it; ``projections.runner.Remembering``). Anything not in memory (never read, or dropped to keep within
 the bounds) is read from the tables.
 
 Each user's hours are read whole, not only the week a batch looks at, so that the copy is the table's
@@ -89,7 +89,6 @@ class NotifierState:
     def __init__(self, most_accounts: int = MEMORY_ACCOUNTS, most_usage_hours: int = MEMORY_USAGE_HOURS) -> None:
         self.most_accounts = most_accounts
         self.most_usage_hours = most_usage_hours
-        self._conn: psycopg.Connection[Any] | None = None
         self._config: tuple[BillingSettings, int] | None = None
         self._watches: OrderedDict[UUID, Watch] = OrderedDict()
         self._hours: OrderedDict[str, dict[datetime, int]] = OrderedDict()
@@ -98,9 +97,6 @@ class NotifierState:
         self._usage_hours = 0
 
     def load(self, conn: psycopg.Connection[Any], events: list[tuple[int, Any]]) -> Batch:
-        if conn is not self._conn:
-            self._forget()
-            self._conn = conn
         settings, live_from = self._config or self._load_config(conn)
         batch = Batch(settings=settings, live_from=live_from)
         account_ids = {e.originator_id for _, e in events if isinstance(e, ACCOUNT_EVENTS)}
@@ -226,7 +222,7 @@ class NotifierState:
             user, _ = self._hours.popitem(last=False)
             self._usage_hours -= self._hour_counts.pop(user)
 
-    def _forget(self) -> None:
+    def forget(self) -> None:
         self._config = None
         self._watches.clear()
         self._hours.clear()
