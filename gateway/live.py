@@ -4,7 +4,7 @@ each open stream reads the balance from the views once they have reached that po
 
 Redis going away must not stop the ledger, so the channels backend is wrapped: a failed publish is
 logged and counted, and the subscription reconnects by itself. The wrapper also batches: messages that
-arrive within a few milliseconds, or while a publish is in flight, go to Redis together in one script
+arrive within 50 ms, or while a publish is in flight, go to Redis together in one script
 call, in order, so a busy worker makes one Redis round trip for many changes instead of one each. A stream
 also re-reads the balance every ``REFRESH_SECONDS``, which covers changes made outside any gateway (a
 hold's expiry by the sweeper). When the process is asked to stop, every open stream ends, so the server
@@ -37,7 +37,7 @@ RECONNECT_SECONDS = 1.0
 # most this many messages wait, and older ones are dropped.
 MAX_WAITING_MESSAGES = 10_000
 MAX_MESSAGES_PER_CALL = 1_000
-GATHER_SECONDS = 0.005
+GATHER_SECONDS = 0.05
 # ARGV holds channel and message in turn; each is published in order.
 _PUBLISH_ALL = """
 for i = 1, #ARGV, 2 do
@@ -104,9 +104,9 @@ class ResilientBackend(ChannelsBackend):
     async def _flush(self) -> None:
         publish_all: Any = self._publish_all
         while self._outbox:
-            # Changes gather for a moment, so a busy worker sends one call for many of them: a person
-            # watching a balance does not see a few milliseconds, and a Redis call per change or two was a
-            # tenth of the server's CPU per debit.
+            # Changes gather for a moment, so a worker sends one call for many of them: a person watching
+            # a balance does not see 50 ms, and a Redis call per change or two was a tenth of the server's
+            # CPU per debit under load and more than that for a lone debit (see gateway.ratelimit).
             await asyncio.sleep(GATHER_SECONDS)
             batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), MAX_MESSAGES_PER_CALL))]
             arguments = [part for data, channels in batch for name in channels for part in (name, data)]
