@@ -34,7 +34,9 @@ from ledger.commands import (
     GrantCredits,
     IdempotencyKey,
     Origin,
+    ReleaseReservation,
     ReserveCredits,
+    SettleReservation,
 )
 from ledger.commit import Committer, settle
 from ledger.config import (
@@ -68,6 +70,8 @@ from ledger.store import LedgerStore
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Receipt)
+# The commands ``submit`` may take (``submittable`` says which, by type and, for a reservation's, by owner).
+AccountCommand = DebitUsage | ReserveCredits | GrantCredits | AdjustCredits | SettleReservation | ReleaseReservation
 Planner = Callable[[Any, IdempotencyKey | None, datetime, Origin | None], Plan[Any]]
 
 # Settings are read from their own aggregate at most this often; a change made here applies at once.
@@ -160,7 +164,7 @@ class Pipeline(LedgerStore):
 
     def submit(
         self,
-        command: DebitUsage | ReserveCredits | GrantCredits | AdjustCredits,
+        command: AccountCommand,
         *,
         idempotency: IdempotencyKey | None,
         now: datetime,
@@ -180,7 +184,7 @@ class Pipeline(LedgerStore):
 
     def submit_async(
         self,
-        command: DebitUsage | ReserveCredits | GrantCredits | AdjustCredits,
+        command: AccountCommand,
         *,
         idempotency: IdempotencyKey | None,
         now: datetime,

@@ -3,10 +3,16 @@
 Settling or releasing names only the reservation. Its index entry is written in the same transaction
 as the ``CreditsReserved`` event, under an id derived from the reservation id, so finding the account
 is one primary-key read that can never lag behind the reservation, and never disagree with it.
+
+A process also keeps the owners it learnt (``ReservationOwners``): the reservations it made, and those
+it read. An owner never changes, so a copy in memory is never stale, and a settlement whose owner is
+known reads nothing before it is decided: it takes the same path as a debit.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from uuid import UUID, uuid5
 
@@ -49,3 +55,27 @@ class ReservationIndex(Aggregate):
             timestamp=now,
         )
         return entry
+
+
+class ReservationOwners:
+    """The owners of the reservations this process knows, at most ``most`` of them (the least recently
+    used are dropped first). The event loops, the writer thread and the worker threads all use it."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, reservation_id: str) -> str | None:
+        with self._lock:
+            owner = self._owners.get(reservation_id)
+            if owner is not None:
+                self._owners.move_to_end(reservation_id)
+            return owner
+
+    def learn(self, reservation_id: str, user_id: str) -> None:
+        with self._lock:
+            self._owners[reservation_id] = user_id
+            self._owners.move_to_end(reservation_id)
+            while len(self._owners) > self.most:
+                self._owners.popitem(last=False)
