@@ -197,7 +197,7 @@ class Committer:
     def decide(self, batch: Batch, working: dict[UUID, Any], *, checked: bool) -> Decision | Conflicted:
         """Decide a batch whose account locks are held, in memory: what to save, or that it cannot be saved as
         decided (then nothing it changed stays in memory). ``checked``: its cached accounts are the log's."""
-        decision = self._decide_all(batch, working)
+        decision = self._decide_all(batch, working, checked=checked)
         if not checked and any(_read_only(item) for item in decision.decided):
             # A refusal, or an answer that only read its account, saves nothing of the account, so a stale
             # copy would not fail it: it may rest on a balance another process has moved on from. The batch
@@ -226,9 +226,9 @@ class Committer:
             else:
                 settle(future, lambda plan=plan: self.run_alone(plan))  # type: ignore[misc]
 
-    def _decide_all(self, batch: Batch, working: dict[UUID, Any]) -> Decision:
+    def _decide_all(self, batch: Batch, working: dict[UUID, Any], *, checked: bool) -> Decision:
         markers: dict[UUID, tuple[Plan[Any], Receipt]] = {}
-        decided = [self._decide(plan, future, working, markers) for plan, future in batch]
+        decided = [self._decide(plan, future, working, markers, checked=checked) for plan, future in batch]
         # An aggregate a command only looked at (a refusal, nothing due) has nothing to save.
         to_save = [aggregate for aggregate in working.values() if aggregate.pending_events]
         for item in decided:
@@ -300,6 +300,8 @@ class Committer:
         future: Reply,
         working: dict[UUID, Any],
         markers: dict[UUID, tuple[Plan[Any], Receipt]],
+        *,
+        checked: bool,
     ) -> _Decided:
         item = _Decided(plan, future)
         marker_id = plan.marker_id
@@ -318,7 +320,7 @@ class Committer:
         try:
             make_receipt = plan.decide(aggregate, marker_id)
         except LedgerError as refusal:
-            self._refused(item, refusal, shared=shared, pending_before=pending_before, working=working)
+            self._refused(item, refusal, shared=shared, pending_before=pending_before, working=working, checked=checked)
             return item
         except Exception:
             # Not a refusal but a fault, perhaps halfway through changing a shared aggregate: the whole
@@ -339,16 +341,22 @@ class Committer:
         shared: bool,
         pending_before: int,
         working: dict[UUID, Any],
+        checked: bool,
     ) -> None:
         """Answer a refused command: its first answer if its key was used before, else the refusal; and keep
-        of its aggregate only what had fallen due."""
+        of its aggregate only what had fallen due.
+
+        Unless the batch's accounts were ``checked`` against the log, a refusal has the batch decided again
+        there (``decide``), which is where a key's first answer is looked up: a lookup now would be a read
+        made for nothing, and on an event loop a read that blocks it."""
         plan, aggregate, marker_id = item.plan, item.aggregate, item.plan.marker_id
         item.error = refusal
-        try:
-            item.receipt = self.store.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
-        except IdempotencyConflictError as conflict:
-            # The key was used before with another body: that caller's answer, not the whole batch's.
-            item.error = conflict
+        if checked:
+            try:
+                item.receipt = self.store.replay(marker_id, plan.idempotency, plan.fingerprint, plan.operation)
+            except IdempotencyConflictError as conflict:
+                # The key was used before with another body: that caller's answer, not the whole batch's.
+                item.error = conflict
         if item.receipt is not None:
             item.error = None
         if all(isinstance(event, FALLEN_DUE) for event in aggregate.pending_events[pending_before:]):

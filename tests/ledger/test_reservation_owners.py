@@ -49,9 +49,12 @@ async def test_a_settlement_of_a_reservation_this_process_made_is_decided_on_the
     assert isinstance(settled, SettlementReceipt), settled
     assert (settled.user_id, settled.debited_millicredits, settled.released_millicredits) == ("u1", 600, 400)
     assert (thread_commands(ledger), loop_commands(ledger)) == (before[0], before[1] + 1)
-    # And the same key again is the first answer, replayed, with nothing written
+    # And the same key again is the first answer, replayed, with nothing written: looked up by the writer
+    # thread, since a lookup on the loop would block it
+    before_again = thread_commands(ledger)
     (again,) = await answers(submit(ledger, settle, "settle"))
-    assert again.replayed and again.position == settled.position
+    assert again.replayed and again.position >= settled.position
+    assert thread_commands(ledger) == before_again + 1
     assert ledger.get_balance("u1", now=T0).balance_millicredits == 1_000_000 - 600
 
 
@@ -88,6 +91,39 @@ async def test_a_reservation_another_process_made_is_found_through_its_index(
     assert (settled.user_id, settled.debited_millicredits) == ("u2", 100)
     # And the owner read once is known from then on
     assert ledger.submittable(ReleaseReservation(reservation_id=held.reservation_id))
+
+
+@pytest.mark.postgres
+async def test_a_reservation_the_writer_thread_made_is_known_too(ledger: Ledger) -> None:
+    grant(ledger, "u3", 1_000_000)
+    held = ledger.reserve_credits(
+        ReserveCredits(user_id="u3", estimated_tokens=1_000), idempotency=IdempotencyKey("svc", "h"), now=T0
+    )
+    assert ledger.submittable(SettleReservation(reservation_id=held.reservation_id, tokens=1))
+
+
+@pytest.mark.postgres
+async def test_a_settlement_first_answered_through_the_index_is_replayed_from_memory_not_refused(
+    ledger: Ledger, clean_database: str
+) -> None:
+    # Given a hold another process made, settled here while its owner was unknown (its index read)
+    other = Ledger(postgres_env(clean_database))
+    try:
+        grant(other, "u4", 1_000_000)
+        held = other.reserve_credits(
+            ReserveCredits(user_id="u4", estimated_tokens=1_000), idempotency=IdempotencyKey("svc", "h"), now=T0
+        )
+    finally:
+        other.close()
+    settle = SettleReservation(reservation_id=held.reservation_id, tokens=300)
+    first = ledger.settle_reservation(settle, idempotency=IdempotencyKey("svc", "s"), now=T0)
+    # When the same request comes again, now that the owner is in memory
+    assert ledger.submittable(settle)
+    (again,) = await answers(submit(ledger, settle, "s"))
+    # Then it is the first answer (the same body, so no conflict), and nothing more is debited
+    assert isinstance(again, SettlementReceipt) and again.replayed, again
+    assert again.debited_millicredits == first.debited_millicredits == 300
+    assert ledger.get_balance("u4", now=T0).balance_millicredits == 1_000_000 - 300
 
 
 @pytest.mark.postgres
