@@ -225,13 +225,16 @@ async def balance_events(
     plugin: LiveChannelsPlugin,
     user_id: str,
     read: Callable[[int], Any],
+    *,
+    first_position: int = 0,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Send the balance on connect, after every published change, and when a periodic re-read differs.
+    """Send the balance on connect (once the views include ``first_position``, the caller's own write), after
+    every published change, and when a periodic re-read differs.
 
     The stream ends when the subscription ends or the server is stopping; the client sees a complete
     response, and the server need not wait for it.
     """
-    last = await read(0)
+    last = await read(first_position)
     yield ServerSentEventMessage(data=last, event="balance")
     subscriber = await plugin.subscribe(channel(user_id))
     events = subscriber.iter_events()

@@ -100,11 +100,14 @@ class UserCreditsController(ApiController):
         "/balance/stream",
         operation_id="StreamBalance",
         summary="Server-sent events: the balance on connect and after each change",
-        description="Each event is named `balance` and carries the same body as GET /api/credits/balance.",
+        description="Each event is named `balance` and carries the same body as GET /api/credits/balance. With "
+        "Ledger-Min-Position, the event sent on connect waits (at most 2 s) until the views include that position.",
         media_type="text/event-stream",
         responses=problem_responses(),
     )
-    async def stream(self, request: Request[Principal, Any, State]) -> ServerSentEvent:
+    async def stream(
+        self, request: Request[Principal, Any, State], min_position: MinPositionHeader = 0
+    ) -> ServerSentEvent:
         state = request.app.state
         user_id = request.user.sub
 
@@ -113,7 +116,7 @@ class UserCreditsController(ApiController):
             view = await queries.balance(state.pool, user_id, now=state.clock())
             return msgspec.json.encode(view).decode()
 
-        return ServerSentEvent(balance_events(state.channels, user_id, read))
+        return ServerSentEvent(balance_events(state.channels, user_id, read, first_position=min_position))
 
     @get(
         "/history",

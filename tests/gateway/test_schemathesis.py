@@ -459,7 +459,7 @@ def test_the_document_states_every_bound_the_server_checks(gateway: Gateway) -> 
     parameters = {(o["operationId"], p["name"]): p["schema"] for o in operations for p in o.get("parameters", [])}
     # Litestar left out a bound of 0: a negative read position was allowed, and refused.
     positions = [schema for (_, parameter), schema in parameters.items() if parameter == "Ledger-Min-Position"]
-    assert len(positions) == 8
+    assert len(positions) == 9
     assert all((schema["type"], schema["minimum"]) == ("integer", 0) for schema in positions)
     # A cursor was any string of 1 to 200 characters, and all but the server's own base64 JSON were refused.
     assert parameters["GetHistory", "cursor"]["pattern"] == ecma(queries.HISTORY_CURSOR_PATTERN)
