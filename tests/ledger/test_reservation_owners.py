@@ -14,7 +14,7 @@ from ledger.application import Ledger
 from ledger.commands import IdempotencyKey, ReleaseReservation, ReserveCredits, SettleReservation
 from ledger.errors import NotFoundError
 from ledger.persistence import postgres_env
-from ledger.receipts import ReleaseReceipt, SettlementReceipt
+from ledger.receipts import ReleaseReceipt, ReservationReceipt, SettlementReceipt
 from ledger.reservations import ReservationOwners
 from tests.conftest import T0
 from tests.ledger.test_loop_writer import answers, grant, loop_commands, thread_commands
@@ -33,6 +33,18 @@ def ledger(clean_database: str) -> Iterator[Ledger]:
 
 def submit(ledger: Ledger, command: Any, key: str) -> asyncio.Future[Any]:
     return ledger.submit_async(command, idempotency=IdempotencyKey("svc", key), now=T0)
+
+
+def held_by_another_process(database_url: str, user: str) -> ReservationReceipt:
+    """A funded account's hold, made by another process: this one has not learnt its owner."""
+    other = Ledger(postgres_env(database_url))
+    try:
+        grant(other, user, 1_000_000)
+        return other.reserve_credits(
+            ReserveCredits(user_id=user, estimated_tokens=1_000), idempotency=IdempotencyKey("svc", "h"), now=T0
+        )
+    finally:
+        other.close()
 
 
 @pytest.mark.postgres
@@ -76,14 +88,7 @@ async def test_a_reservation_another_process_made_is_found_through_its_index(
     ledger: Ledger, clean_database: str
 ) -> None:
     # Given a hold another process made
-    other = Ledger(postgres_env(clean_database))
-    try:
-        grant(other, "u2", 1_000_000)
-        held = other.reserve_credits(
-            ReserveCredits(user_id="u2", estimated_tokens=1_000), idempotency=IdempotencyKey("svc", "h"), now=T0
-        )
-    finally:
-        other.close()
+    held = held_by_another_process(clean_database, "u2")
     settle = SettleReservation(reservation_id=held.reservation_id, tokens=100)
     # Then this process cannot decide it without a read: it goes the caller's thread's way
     assert not ledger.submittable(settle)
@@ -107,14 +112,7 @@ async def test_a_settlement_first_answered_through_the_index_is_replayed_from_me
     ledger: Ledger, clean_database: str
 ) -> None:
     # Given a hold another process made, settled here while its owner was unknown (its index read)
-    other = Ledger(postgres_env(clean_database))
-    try:
-        grant(other, "u4", 1_000_000)
-        held = other.reserve_credits(
-            ReserveCredits(user_id="u4", estimated_tokens=1_000), idempotency=IdempotencyKey("svc", "h"), now=T0
-        )
-    finally:
-        other.close()
+    held = held_by_another_process(clean_database, "u4")
     settle = SettleReservation(reservation_id=held.reservation_id, tokens=300)
     first = ledger.settle_reservation(settle, idempotency=IdempotencyKey("svc", "s"), now=T0)
     # When the same request comes again, now that the owner is in memory
