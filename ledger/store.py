@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -27,6 +27,12 @@ from ledger.ids import account_id
 from ledger.reservations import ReservationIndex, ReservationOwners, reservation_index_id
 
 log = logging.getLogger(__name__)
+
+# ``save``, ``_record`` and ``_take_snapshots`` below replace the library's Application methods of those
+# names, and ``recorded`` calls its ``_notify``: private steps of its ``save``. With another release, read
+# ``Application.save`` and those three again, mend this class if they changed, then move this on
+# (tests/ledger/test_store_hooks.py fails until then).
+CHECKED_WITH_EVENTSOURCING: Final = "9.5.6"
 
 # Reservation owners a process keeps in memory (``ledger.reservations``): about 0.2 KB each, so about 20 MB
 # when full: the holds of 100 seconds at 1,000 a second. A settlement of an older hold reads its index on a
