@@ -214,7 +214,9 @@ class LoopWriter:
             try:
                 outcome = await appender.append(sending.stored_events)
                 if isinstance(outcome, Appended):
-                    snapshots = self.store.recorded(sending.processing_event, sending.stored_events, outcome.positions)
+                    # Kept while the batch holds its accounts' locks: once they are free another writer may
+                    # change an account, and the cache must not be given this batch's copy after that.
+                    snapshots = self.store.recorded(sending.processing_event)
                     if snapshots:
                         asyncio.get_running_loop().run_in_executor(None, self.store.put_snapshots, snapshots)
                 else:

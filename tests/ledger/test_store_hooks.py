@@ -11,6 +11,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 
 from ledger import store
+from ledger.application import Ledger
 from ledger.store import LedgerStore
 
 
@@ -59,3 +60,10 @@ def test_the_steps_the_store_replaces_take_what_the_store_passes() -> None:
     ):
         assert list(inspect.signature(getattr(Application, name)).parameters) == parameters, name
         assert list(inspect.signature(getattr(LedgerStore, name)).parameters) == parameters, name
+
+
+def test_the_step_the_loop_writer_leaves_out_does_nothing_here() -> None:
+    # LedgerStore.recorded, which stands for save once the loop writer has appended a batch, does not build
+    # what _notify takes: the library's own does nothing, and neither the store nor the ledger replaces it.
+    assert LedgerStore._notify is Application._notify
+    assert Ledger._notify is Application._notify
