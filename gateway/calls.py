@@ -139,23 +139,31 @@ async def run_command(
     request: Request[Any, Any, State], operation: str, method: Callable[..., R], command: Any, key: str | None
 ) -> R:
     """Run a caller's command under their idempotency key, then tell live streams the balance moved."""
-    return await run_command_as(request.app.state, request.user, operation, method, command, key)
+    receipt = await run_command_as(request.app.state, request.user, operation, method, command, key)
+    publish_change(request.app.state, receipt)
+    return receipt
 
 
 async def run_command_as(
     state: State, principal: Principal, operation: str, method: Callable[..., R], command: Any, key: str | None
 ) -> R:
-    """``run_command`` for a path that has the app's state and the caller, not a Litestar request."""
+    """``run_command`` for a path that has the app's state and the caller, not a Litestar request, and that
+    tells live streams itself (``publish_change``) once it has answered: the lean path, for which that
+    answer comes first."""
     audit: dict[str, Any] = {}
     if isinstance(command, AUDITED):
         audit["origin"] = Origin(actor_role=principal.role, request_id=REQUEST_ID.get())
     receipt: R = await state.calls.command(
         operation, method, command, idempotency=principal.idempotency(key), now=state.clock(), **audit
     )
+    return receipt
+
+
+def publish_change(state: State, receipt: Receipt) -> None:
+    """Tell the live balance streams that the account of ``receipt`` moved (a receipt names its user)."""
     user_id = getattr(receipt, "user_id", None)
     if user_id is not None:
         publish(state.channels, user_id, receipt.position)
-    return receipt
 
 
 def reply(body: Any, receipt: Receipt, status_code: int) -> Response[Any]:

@@ -34,7 +34,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from gateway.auth import ROLES_OPT, BearerMiddleware, Principal
-from gateway.calls import MAX_IDEMPOTENCY_KEY_LENGTH, run_command_as
+from gateway.calls import MAX_IDEMPOTENCY_KEY_LENGTH, publish_change, run_command_as
 from gateway.framing import NEWLINE, end_json_with_newline
 from gateway.logs import begin_request, end_request, request_id_in, send_request_id
 from gateway.metrics import RequestMetricsMiddleware
@@ -213,12 +213,20 @@ class HotPath:
         ]
         if receipt.replayed:
             headers.append((b"idempotent-replayed", b"true"))
-        if await send_whole(send, call.route.status, headers, content):
-            return call.route.status
-        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": call.route.status, "headers": headers}
-        whole: HTTPResponseBodyEvent = {"type": "http.response.body", "body": content, "more_body": False}
-        await send(start)
-        await send(whole)
+        try:
+            if not await send_whole(send, call.route.status, headers, content):
+                start: HTTPResponseStartEvent = {
+                    "type": "http.response.start",
+                    "status": call.route.status,
+                    "headers": headers,
+                }
+                whole: HTTPResponseBodyEvent = {"type": "http.response.body", "body": content, "more_body": False}
+                await send(start)
+                await send(whole)
+        finally:
+            # The caller's answer goes first; the live streams hear of the change right after it, whether or
+            # not the caller stayed to read it.
+            publish_change(state, receipt)
         return call.route.status
 
     async def _problem(

@@ -97,7 +97,13 @@ class LoopWriter:
             return
         self._waiting.append((plan, reply))
         if self._draining is None:
-            # Runs after the callbacks already due in this turn of the loop: requests read together join.
+            # An idle loop (no batch in flight, none waiting) sends the command at once: handing it to the
+            # drain task first was a turn of the loop on a lone debit's path (measured, 8 pairs of windows
+            # at one connection: with the answer published after it is sent, about 40 µs of its 1 ms). The
+            # drain runs after the callbacks already due in this turn: requests read with this one join
+            # its next batch.
+            if self._free and not self._in_flight:
+                self._start(self._next_batch())
             self._draining = asyncio.get_running_loop().create_task(self._drain())
         elif self._wakeup is not None and not self._wakeup.done() and not self._held(plan):
             self._wakeup.set_result(None)

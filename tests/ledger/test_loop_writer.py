@@ -50,6 +50,17 @@ async def answers(*futures: asyncio.Future[Any]) -> list[Any]:
     return list(await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 15))
 
 
+async def idle(ledger: Ledger) -> loop_writer.LoopWriter:
+    """This loop's writer, once the drain of its last batches has ended: the next command finds it idle."""
+    writer = ledger._loop_writers[asyncio.get_running_loop()]
+    assert writer is not None
+    for _ in range(1_000):
+        if writer._draining is None:
+            return writer
+        await asyncio.sleep(0)
+    raise AssertionError("the loop's writer never went idle")
+
+
 def thread_commands(ledger: Ledger) -> int:
     """Commands the writer thread has decided and saved."""
     return ledger._writer.commands  # type: ignore[union-attr]
@@ -157,22 +168,30 @@ async def test_a_connection_lost_while_appending_is_settled_by_each_commands_mar
     ledger: Ledger, clean_database: str
 ) -> None:
     grant(ledger, "unsure", 1_000_000)
-    await answers(debit(ledger, "unsure", 10, "warm"))
-    # Given the loop's append waiting for the event table's lock
+    grant(ledger, "ahead", 1_000_000)
+    await answers(debit(ledger, "unsure", 10, "warm-unsure"), debit(ledger, "ahead", 10, "warm-ahead"))
+    await idle(ledger)
+    # Given the loop's appends waiting for the event table's lock: a debit of another account, which the idle
+    # loop sends as it is submitted, and the next batch, a keyed and a keyless debit of one account
     with psycopg.connect(clean_database) as holder, holder.transaction():
         holder.execute("LOCK TABLE ledger_events IN EXCLUSIVE MODE")
+        ahead = debit(ledger, "ahead", 10, "ahead")
         keyed = debit(ledger, "unsure", 10, "keyed")
         keyless = debit(ledger, "unsure", 10, None)
-        (pid,) = await appenders_waiting_for_the_lock(clean_database)
-        # When its connection is cut while the statement is out
+        pids = await appenders_waiting_for_the_lock(clean_database, count=2)
+        # When their connections are cut while the statements are out
         with psycopg.connect(clean_database, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    # Then the keyed debit is decided again through its marker and applied once; the keyless one, which cannot
-    # be told from a new request, hears that the outcome is unknown: never a receipt for a debit not in the log
-    results = await answers(keyed, keyless)
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    # Then the keyed debits are decided again through their markers and applied once; the keyless one, which
+    # cannot be told from a new request, hears that the outcome is unknown: never a receipt for a debit not in
+    # the log
+    results = await answers(keyed, keyless, ahead)
     assert type(results[0]).__name__ == "DebitReceipt", results
     assert isinstance(results[1], StoreUnavailableError) and results[1].outcome_unknown, results
+    assert type(results[2]).__name__ == "DebitReceipt", results
     assert debits_in_log(clean_database, "unsure") == 2
+    assert debits_in_log(clean_database, "ahead") == 2
     # And the next debit reconnects and commits
     (receipt,) = await answers(debit(ledger, "unsure", 10, "after"))
     assert receipt.balance_after_millicredits == 1_000_000 - 3 * 10
@@ -285,17 +304,13 @@ async def test_a_batch_stopped_before_it_is_sent_gives_back_its_locks_and_answer
 ) -> None:
     grant(ledger, "stopped", 1_000)
     await answers(debit(ledger, "stopped", 10, "warm"))
-    loop = asyncio.get_running_loop()
-    writer = ledger._loop_writers[loop]
-    assert writer is not None
-    # Given a batch decided on the loop whose sending is cancelled before it starts (a loop shutting down)
+    writer = await idle(ledger)
+    # Given a batch decided on the loop whose sending is cancelled before it starts (a loop shutting down): the
+    # idle loop decides a lone command as it is submitted, and its sending has not begun before the loop turns
     stopped = debit(ledger, "stopped", 10, None)
-
-    def cancel_sending() -> None:
-        for task in list(writer._in_flight):
-            task.cancel()
-
-    loop.call_soon(cancel_sending)
+    assert writer._in_flight
+    for task in list(writer._in_flight):
+        task.cancel()
     # Then its caller hears that nothing was written, and its account's lock and connection are free again
     (answer,) = await answers(stopped)
     assert isinstance(answer, StoreUnavailableError) and not answer.outcome_unknown, answer
@@ -305,3 +320,23 @@ async def test_a_batch_stopped_before_it_is_sent_gives_back_its_locks_and_answer
     # And the account's next debit is decided on its state from memory, which the stopped one did not change
     (receipt,) = await answers(debit(ledger, "stopped", 10, "after"))
     assert receipt.balance_after_millicredits == 1_000 - 2 * 10
+
+
+async def test_an_idle_loop_sends_a_lone_command_at_once_and_the_next_ones_together(
+    ledger: Ledger, clean_database: str
+) -> None:
+    grant(ledger, "lone", 1_000_000)
+    grant(ledger, "pair", 1_000_000)
+    await answers(debit(ledger, "lone", 10, "warm-lone"), debit(ledger, "pair", 10, "warm-pair"))
+    writer = await idle(ledger)
+    batches, commands = writer.batches, writer.commands
+    # When a debit reaches the idle loop, and two more arrive in the same turn of the loop
+    lone = debit(ledger, "lone", 10, "lone")
+    # Then the first is on its way before the loop turns
+    assert len(writer._in_flight) == 1
+    pair = [debit(ledger, "pair", 10, f"pair-{n}") for n in range(2)]
+    # And the two that followed it go together in the next batch, each caller with its own answer
+    results = await answers(lone, *pair)
+    assert [type(result).__name__ for result in results] == ["DebitReceipt"] * 3, results
+    assert (writer.batches - batches, writer.commands - commands) == (2, 3)
+    assert debits_in_log(clean_database, "pair") == 3
