@@ -61,6 +61,14 @@ async def idle(ledger: Ledger) -> loop_writer.LoopWriter:
     raise AssertionError("the loop's writer never went idle")
 
 
+async def in_memory_and_idle(ledger: Ledger, *users: str) -> loop_writer.LoopWriter:
+    """Accounts funded and debited once (so in memory), and this loop's writer idle again."""
+    for user in users:
+        grant(ledger, user, 1_000_000)
+    await answers(*(debit(ledger, user, 10, f"warm-{user}") for user in users))
+    return await idle(ledger)
+
+
 def thread_commands(ledger: Ledger) -> int:
     """Commands the writer thread has decided and saved."""
     return ledger._writer.commands  # type: ignore[union-attr]
@@ -167,10 +175,7 @@ async def appenders_waiting_for_the_lock(url: str, count: int = 1) -> list[int]:
 async def test_a_connection_lost_while_appending_is_settled_by_each_commands_marker(
     ledger: Ledger, clean_database: str
 ) -> None:
-    grant(ledger, "unsure", 1_000_000)
-    grant(ledger, "ahead", 1_000_000)
-    await answers(debit(ledger, "unsure", 10, "warm-unsure"), debit(ledger, "ahead", 10, "warm-ahead"))
-    await idle(ledger)
+    await in_memory_and_idle(ledger, "unsure", "ahead")
     # Given the loop's appends waiting for the event table's lock: a debit of another account, which the idle
     # loop sends as it is submitted, and the next batch, a keyed and a keyless debit of one account
     with psycopg.connect(clean_database) as holder, holder.transaction():
@@ -325,10 +330,7 @@ async def test_a_batch_stopped_before_it_is_sent_gives_back_its_locks_and_answer
 async def test_an_idle_loop_sends_a_lone_command_at_once_and_the_next_ones_together(
     ledger: Ledger, clean_database: str
 ) -> None:
-    grant(ledger, "lone", 1_000_000)
-    grant(ledger, "pair", 1_000_000)
-    await answers(debit(ledger, "lone", 10, "warm-lone"), debit(ledger, "pair", 10, "warm-pair"))
-    writer = await idle(ledger)
+    writer = await in_memory_and_idle(ledger, "lone", "pair")
     batches, commands = writer.batches, writer.commands
     # When a debit reaches the idle loop, and two more arrive in the same turn of the loop
     lone = debit(ledger, "lone", 10, "lone")
