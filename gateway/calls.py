@@ -147,9 +147,8 @@ async def run_command(
 async def run_command_as(
     state: State, principal: Principal, operation: str, method: Callable[..., R], command: Any, key: str | None
 ) -> R:
-    """``run_command`` for a path that has the app's state and the caller, not a Litestar request, and that
-    tells live streams itself (``publish_change``) once it has answered: the lean path, for which that
-    answer comes first."""
+    """The command part of ``run_command``, for the lean path, which has the app's state and the caller
+    instead of a Litestar request. It calls ``publish_change`` itself, after writing its answer."""
     audit: dict[str, Any] = {}
     if isinstance(command, AUDITED):
         audit["origin"] = Origin(actor_role=principal.role, request_id=REQUEST_ID.get())

@@ -171,9 +171,10 @@ class LedgerStore(Application):  # type: ignore[type-arg]
         return processing_event
 
     def recorded(self, processing_event: ProcessingEvent[UUID]) -> list[Snapshot]:
-        """What ``save`` does once the events are appended elsewhere, but the snapshots due, which it returns
-        for the caller to put in the store when it can wait, and the library's ``_notify``, which does
-        nothing (tests/ledger/test_store_hooks.py fails if this application or the library gives it work)."""
+        """The rest of ``save`` for events appended elsewhere: keep the saved accounts in the cache and the
+        reservations' owners in memory, and return the snapshots due for the caller to put in the store when
+        it can wait. The library's ``_notify`` is not called: it does nothing here
+        (tests/ledger/test_store_hooks.py fails if the library, the store or the ledger gives it work)."""
         self._remember(processing_event)
         return self._snapshots_due(processing_event)
 
