@@ -427,6 +427,8 @@ def test_packages_are_added_and_changed_through_the_catalogue(gateway: Gateway) 
         },
     )
     assert changed.status_code == 303, changed.text
+    # The page the browser is sent to waits for the change to show in the views the catalogue is read from.
+    assert admin.get(changed.headers["location"]).status_code == 200
     catalogue = {
         p["id"]: p for p in gateway.client("admin", "ops").get("/api/admin/credits/packages").json()["packages"]
     }
